@@ -1,0 +1,26 @@
+"""pdftasks: Jinja2 templates + JSON data -> PDF (WeasyPrint), on Celery priority queues."""
+
+from pdftasks.celery_app import app
+from pdftasks.enums import JobPriority, JobStatus
+from pdftasks.errors import (
+    InvalidJobError,
+    PdfTasksError,
+    PermanentError,
+    TransientError,
+)
+from pdftasks.render import PDFService, PDFServiceConfig, RenderResult
+from pdftasks.tasks import generate_pdf
+
+__all__ = [
+    "app",
+    "generate_pdf",
+    "JobPriority",
+    "JobStatus",
+    "PDFService",
+    "PDFServiceConfig",
+    "RenderResult",
+    "PdfTasksError",
+    "PermanentError",
+    "TransientError",
+    "InvalidJobError",
+]

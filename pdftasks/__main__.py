@@ -1,0 +1,3 @@
+from pdftasks.cli import main
+
+main()

@@ -1,0 +1,112 @@
+"""The Celery app: four priority queues, routing by the job's priority, reliability options.
+
+Module named ``celery_app`` so that ``pdftasks.app`` is the Celery instance itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from pdftasks.enums import JobPriority
+from pdftasks.settings import Settings, get_settings
+
+#: Name of the PDF task; routed by its ``priority`` argument.
+GENERATE_PDF = "pdftasks.generate_pdf"
+
+
+def queue_name(priority: object, namespace: str | None = None) -> str:
+    """``pdf.urgent`` … ``pdf.low`` for a priority (name, number or JobPriority)."""
+    ns = namespace or get_settings().queue_namespace
+    return f"{ns}.{JobPriority.parse(priority).label}"
+
+
+def queue_names(namespace: str | None = None) -> list[str]:
+    """All four queues, most urgent first: the order workers consume them in."""
+    return [queue_name(p, namespace) for p in JobPriority]
+
+
+def route_by_priority(name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                      options: dict[str, Any], task: Any = None, **kw: Any) -> dict[str, Any] | None:
+    """Celery router: ``generate_pdf`` goes to the queue of its ``priority`` argument."""
+    if name != GENERATE_PDF:
+        return None
+    priority = kwargs.get("priority", args[3] if len(args) > 3 else JobPriority.NORMAL)
+    return {"queue": queue_name(priority)}
+
+
+def broker_transport_options(s: Settings) -> dict[str, Any]:
+    if s.is_local:
+        folder = s.home / "broker"
+        for sub in ("queue", "control"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        return {
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "control_folder": str(folder / "control"),
+            "polling_interval": s.local_polling_interval_s,
+        }
+    if s.effective_broker_url.startswith(("redis://", "rediss://", "sentinel://")):
+        return {
+            # BRPOP lists in -Q order: a free worker process takes urgent before high, etc.
+            "queue_order_strategy": "priority",
+            # No per-message priorities: one Redis list per queue, nothing reorders it.
+            "priority_steps": [0],
+            # Unacked (late-ack) jobs come back only after this: longer than any render.
+            "visibility_timeout": s.visibility_timeout_s,
+            "socket_timeout": 10,
+            "socket_connect_timeout": 5,
+        }
+    return {"visibility_timeout": s.visibility_timeout_s}
+
+
+def configure(app: Celery, s: Settings) -> None:
+    """Apply ``s`` to ``app``: broker, queues, routing, limits, acknowledgements."""
+    ns = s.queue_namespace
+    exchange = Exchange(ns, type="direct")
+    if s.is_local:
+        (s.home / "results").mkdir(parents=True, exist_ok=True)
+    app.conf.update(
+        broker_url=s.effective_broker_url,
+        result_backend=s.effective_result_backend,
+        broker_transport_options=broker_transport_options(s),
+        broker_connection_retry_on_startup=True,
+        task_queues=[Queue(q, exchange, routing_key=q) for q in queue_names(ns)],
+        task_default_queue=f"{ns}.normal",
+        task_default_exchange=ns,
+        task_default_routing_key=f"{ns}.normal",
+        task_routes=(route_by_priority,),
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        # Reliability: a job is acknowledged only when it ended; a worker child that dies
+        # mid-render puts its job back; each process reserves at most one job.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        worker_prefetch_multiplier=1,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        task_soft_time_limit=s.soft_time_limit_s,
+        task_time_limit=s.hard_time_limit_s,
+        worker_max_memory_per_child=s.max_memory_per_child_mb * 1024 or None,
+        worker_concurrency=s.concurrency,
+        task_track_started=True,
+        result_extended=True,
+        result_expires=s.result_expires_s,
+        task_publish_retry_policy={
+            "max_retries": 3, "interval_start": 0, "interval_step": 0.5, "interval_max": 1,
+        },
+        timezone="UTC",
+        enable_utc=True,
+    )
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    app = Celery("pdftasks", include=["pdftasks.tasks"])
+    configure(app, settings or get_settings())
+    return app
+
+
+app = create_app()

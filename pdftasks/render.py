@@ -1,0 +1,333 @@
+"""The renderer: sandboxed Jinja2 + WeasyPrint + a URL fetcher that reads only template assets.
+
+Knows nothing about Celery. One ``PDFService`` per process keeps compiled templates, parsed
+stylesheets and WeasyPrint's font configuration across jobs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import resource
+import signal
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment, SecurityError
+
+from pdftasks.errors import (
+    InvalidDataError,
+    MissingVariableError,
+    PdfTasksError,
+    RenderError,
+    RenderMemoryError,
+    RenderTimeoutError,
+    TemplateNotFoundError,
+    TemplateSecurityError,
+    TemplateSyntaxError,
+    UnsafePathError,
+    UnsafeResourceError,
+)
+from pdftasks.settings import MAX_DATA_BYTES, Settings, get_settings
+from pdftasks.storage import LocalStorage, check_output_filename
+
+log = logging.getLogger(__name__)
+
+_WARMUP_HTML = "<html><body><p>pdftasks warm-up 0123456789</p></body></html>"
+
+
+@dataclass(frozen=True)
+class PDFServiceConfig:
+    """Where templates come from and where PDFs go (the guide's ``PDFServiceConfig``).
+
+    Attributes:
+        templates_dir: Templates, their CSS and assets (images, fonts). Nothing outside it
+            is read.
+        output_dir: Generated PDFs. Nothing outside it is written.
+        allowed_url_prefixes: http(s) URL prefixes a template may fetch; empty = no network.
+        max_data_bytes: Largest JSON data of one job, in bytes.
+    """
+
+    templates_dir: str | os.PathLike[str] = "templates"
+    output_dir: str | os.PathLike[str] = "output"
+    allowed_url_prefixes: tuple[str, ...] = ()
+    max_data_bytes: int = MAX_DATA_BYTES
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> PDFServiceConfig:
+        s = settings or get_settings()
+        return cls(
+            templates_dir=s.templates_dir,
+            output_dir=s.output_dir,
+            allowed_url_prefixes=s.url_prefixes,
+            max_data_bytes=s.max_data_bytes,
+        )
+
+    from_env = from_settings
+
+
+@dataclass
+class RenderResult:
+    """What one render produced. ``as_dict()`` is the task's return value."""
+
+    path: str
+    pages: int
+    bytes: int
+    duration_ms: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(out.pop("extra"))
+        return out
+
+
+def resolve_inside(root: Path, name: object, kind: str) -> Path:
+    """Resolve a relative ``name`` under ``root``; refuse absolute paths, ``..`` and escapes."""
+    if not isinstance(name, str) or not name:
+        raise UnsafePathError(f"{kind} must be a non-empty string")
+    if "\x00" in name or "\\" in name:
+        raise UnsafePathError(f"{kind} {name!r} contains a forbidden character")
+    if name.startswith("/") or os.path.isabs(name):
+        raise UnsafePathError(f"{kind} {name!r} must be relative to the templates directory")
+    if ".." in Path(name).parts:
+        raise UnsafePathError(f"{kind} {name!r} must not contain '..'")
+    path = (root / name).resolve()
+    if not path.is_relative_to(root):
+        raise UnsafePathError(f"{kind} {name!r} resolves outside the templates directory")
+    return path
+
+
+def check_data(data: object, max_bytes: int = MAX_DATA_BYTES) -> int:
+    """Check that ``data`` is a JSON object within ``max_bytes``; return its encoded size."""
+    if not isinstance(data, Mapping):
+        raise InvalidDataError(f"data must be a JSON object (dict), not {type(data).__name__}")
+    try:
+        size = len(json.dumps(data, allow_nan=False, separators=(",", ":")).encode())
+    except (TypeError, ValueError) as exc:
+        raise InvalidDataError(f"data is not JSON-serializable: {exc}") from exc
+    if size > max_bytes:
+        raise InvalidDataError(f"data is {size} bytes, above the limit of {max_bytes} bytes")
+    return size
+
+
+class ResourceDenied(Exception):
+    """Carries the refused URL out of WeasyPrint (wrapped in a fatal fetching error)."""
+
+
+def _make_fetcher(roots: tuple[Path, ...], prefixes: tuple[str, ...]) -> Any:
+    from weasyprint.urls import FatalURLFetchingError, URLFetcher
+
+    class Denied(FatalURLFetchingError):
+        pass
+
+    class SafeURLFetcher(URLFetcher):
+        """Serves ``data:`` URIs, files inside ``roots`` and allow-listed http(s) prefixes."""
+
+        denied = Denied
+
+        def fetch(self, url: str, headers: Any = None) -> Any:
+            scheme = url.split(":", 1)[0].lower()
+            if scheme == "data":
+                return super().fetch(url, headers)
+            if scheme == "file":
+                path = Path(url2pathname(urlsplit(url).path)).resolve()
+                if any(path.is_relative_to(root) for root in roots) and path.is_file():
+                    return super().fetch(path.as_uri(), headers)
+                raise Denied(f"refused to read {url}: only files inside the templates "
+                             "directory can be used")
+            if scheme in ("http", "https") and any(url.startswith(p) for p in prefixes):
+                return super().fetch(url, headers)
+            raise Denied(f"refused to fetch {url}: network access is off "
+                         "(allow it with PDFTASKS_ALLOWED_URL_PREFIXES)")
+
+    return SafeURLFetcher(timeout=10, allow_redirects=False, fail_on_errors=False)
+
+
+class PDFService:
+    """Renders templates to PDF files (the guide's ``PDFService``), safely.
+
+    Args:
+        config: Directories and limits; default ``PDFServiceConfig.from_settings()``.
+    """
+
+    #: Exceptions that must pass through untouched (Celery's soft time limit, set by the
+    #: worker), so the caller can tell a timeout from a broken template.
+    interrupts: tuple[type[BaseException], ...] = ()
+
+    def __init__(self, config: PDFServiceConfig | None = None) -> None:
+        from weasyprint.text.fonts import FontConfiguration
+
+        self.config = config or PDFServiceConfig.from_settings()
+        self.templates_dir = Path(self.config.templates_dir).expanduser().resolve()
+        self.storage = LocalStorage(self.config.output_dir)
+        self.output_dir = self.storage.output_dir
+        self.env = SandboxedEnvironment(
+            loader=jinja2.FileSystemLoader(str(self.templates_dir)),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+            auto_reload=True,
+            cache_size=400,
+        )
+        self.font_config = FontConfiguration()
+        self._fetcher = _make_fetcher((self.templates_dir,), tuple(self.config.allowed_url_prefixes))
+        self._css_cache: dict[tuple[Path, float], Any] = {}
+        self._image_cache: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    # Checks usable at submit time, without rendering.
+
+    def check_job(self, template: object, output_filename: object,
+                  css_file: object = None, data: object = None) -> None:
+        """Raise a typed ``InvalidJobError`` if the job cannot possibly succeed."""
+        path = resolve_inside(self.templates_dir, template, "template")
+        if not path.is_file():
+            raise TemplateNotFoundError(
+                f"Template not found: {template!r} in {self.templates_dir}")
+        if css_file is not None:
+            self._css_path(css_file)
+        check_output_filename(output_filename)
+        if data is not None:
+            check_data(data, self.config.max_data_bytes)
+
+    def _css_path(self, css_file: object) -> Path:
+        path = resolve_inside(self.templates_dir, css_file, "css_file")
+        if not path.is_file():
+            raise TemplateNotFoundError(f"CSS file not found: {css_file!r} in {self.templates_dir}")
+        return path
+
+    # Rendering.
+
+    def render_html(self, template: str, data: Mapping[str, Any]) -> str:
+        """Render the Jinja template to HTML (sandboxed, autoescaped, strict undefined)."""
+        resolve_inside(self.templates_dir, template, "template")
+        try:
+            return self.env.get_template(template).render(**data)
+        except jinja2.TemplateNotFound as exc:
+            raise TemplateNotFoundError(
+                f"Template not found: {exc.name!r} in {self.templates_dir}") from exc
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateSyntaxError(
+                f"Template syntax error in {exc.name or template!r} line {exc.lineno}: "
+                f"{exc.message}") from exc
+        except jinja2.UndefinedError as exc:
+            raise MissingVariableError(
+                f"Template {template!r} uses a variable the data does not provide: "
+                f"{exc.message}") from exc
+        except SecurityError as exc:
+            raise TemplateSecurityError(f"Template {template!r} is unsafe: {exc}") from exc
+        except MemoryError as exc:
+            raise RenderMemoryError(f"Template {template!r} exceeded the memory limit") from exc
+        except (PdfTasksError, *self.interrupts):
+            raise
+        except Exception as exc:
+            raise RenderError(
+                f"Template {template!r} failed: {type(exc).__name__}: {exc}") from exc
+
+    def _stylesheet(self, css_file: str) -> Any:
+        from weasyprint import CSS
+
+        path = self._css_path(css_file)
+        key = (path, path.stat().st_mtime)
+        sheet = self._css_cache.get(key)
+        if sheet is None:
+            sheet = CSS(filename=str(path), url_fetcher=self._fetcher,
+                        font_config=self.font_config)
+            self._css_cache = {k: v for k, v in self._css_cache.items() if k[0] != path}
+            self._css_cache[key] = sheet
+        return sheet
+
+    def html_to_pdf(self, html: str, css_file: str | None = None) -> tuple[bytes, int]:
+        """Lay out ``html`` (base URL = templates dir) and return (pdf bytes, page count)."""
+        from weasyprint import HTML
+
+        stylesheets = [self._stylesheet(css_file)] if css_file else []
+        try:
+            document = HTML(string=html, base_url=self.templates_dir.as_uri() + "/",
+                            url_fetcher=self._fetcher).render(
+                stylesheets=stylesheets, font_config=self.font_config,
+                cache=self._image_cache)
+            pdf = document.write_pdf()
+        except self._fetcher.denied as exc:
+            raise UnsafeResourceError(str(exc)) from exc
+        except MemoryError as exc:
+            raise RenderMemoryError("The document exceeded the render memory limit") from exc
+        except (PdfTasksError, *self.interrupts):
+            raise
+        except Exception as exc:
+            raise RenderError(f"WeasyPrint failed: {type(exc).__name__}: {exc}") from exc
+        if len(self._image_cache) > 256:
+            self._image_cache.clear()
+        return pdf, len(document.pages)
+
+    def render_pdf(self, template: str, data: Mapping[str, Any],
+                   css_file: str | None = None) -> tuple[bytes, int]:
+        """Template + data -> (pdf bytes, page count), without writing anything."""
+        if css_file is not None:
+            self._css_path(css_file)
+        return self.html_to_pdf(self.render_html(template, data), css_file)
+
+    def generate_pdf(self, template: str, data: Mapping[str, Any], output_filename: str,
+                     css_file: str | None = None) -> RenderResult:
+        """Render and write ``output_filename`` atomically inside the output directory."""
+        started = time.perf_counter()
+        self.check_job(template, output_filename, css_file, data)
+        pdf, pages = self.render_pdf(template, data, css_file)
+        path = self.storage.write(output_filename, pdf)
+        return RenderResult(path=str(path), pages=pages, bytes=len(pdf),
+                            duration_ms=round((time.perf_counter() - started) * 1000, 1))
+
+    def warm_up(self) -> float:
+        """Render a tiny document so fonts and layout code are loaded; return ms taken."""
+        started = time.perf_counter()
+        self.html_to_pdf(_WARMUP_HTML)
+        return (time.perf_counter() - started) * 1000
+
+
+def harfbuzz_subset_available() -> bool:
+    """True when WeasyPrint can subset fonts with HarfBuzz (libharfbuzz-subset0)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from weasyprint.text.ffi import harfbuzz_subset
+    return harfbuzz_subset is not None
+
+
+def apply_memory_limit(limit_mb: int) -> None:
+    """Cap this process's address space (RLIMIT_AS); a render past it gets MemoryError."""
+    if limit_mb <= 0:
+        return
+    limit = limit_mb * 1024 * 1024
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Raise ``RenderTimeoutError`` in the main thread after ``seconds`` (SIGALRM)."""
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _expired(signum: int, frame: Any) -> None:
+        raise RenderTimeoutError(f"render exceeded the time limit of {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, _expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

@@ -29,7 +29,8 @@ def queue_names(namespace: str | None = None) -> list[str]:
 
 
 def route_by_priority(name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-                      options: dict[str, Any], task: Any = None, **kw: Any) -> dict[str, Any] | None:
+                      options: dict[str, Any], task: Any = None,
+                      **kw: Any) -> dict[str, Any] | None:
     """Celery router: ``generate_pdf`` goes to the queue of its ``priority`` argument."""
     if name != GENERATE_PDF:
         return None

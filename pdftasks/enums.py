@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum, IntEnum
+from enum import IntEnum, StrEnum
 
 from pdftasks.errors import InvalidPriorityError
 
@@ -39,7 +39,7 @@ class JobPriority(IntEnum):
         return self.name.lower()
 
 
-class JobStatus(str, Enum):
+class JobStatus(StrEnum):
     """Where a job is in its lifecycle."""
 
     PENDING = "pending"

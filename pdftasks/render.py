@@ -179,7 +179,8 @@ class PDFService:
             cache_size=400,
         )
         self.font_config = FontConfiguration()
-        self._fetcher = _make_fetcher((self.templates_dir,), tuple(self.config.allowed_url_prefixes))
+        self._fetcher = _make_fetcher((self.templates_dir,),
+                                      tuple(self.config.allowed_url_prefixes))
         self._css_cache: dict[tuple[Path, float], Any] = {}
         self._image_cache: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -193,6 +194,7 @@ class PDFService:
         if not path.is_file():
             raise TemplateNotFoundError(
                 f"Template not found: {template!r} in {self.templates_dir}")
+        self._compile(str(template))
         if css_file is not None:
             self._css_path(css_file)
         check_output_filename(output_filename)
@@ -207,11 +209,11 @@ class PDFService:
 
     # Rendering.
 
-    def render_html(self, template: str, data: Mapping[str, Any]) -> str:
-        """Render the Jinja template to HTML (sandboxed, autoescaped, strict undefined)."""
-        resolve_inside(self.templates_dir, template, "template")
+    @contextlib.contextmanager
+    def _template_errors(self, template: str) -> Iterator[None]:
+        """Turn Jinja's exceptions into pdftasks' typed, permanent errors."""
         try:
-            return self.env.get_template(template).render(**data)
+            yield
         except jinja2.TemplateNotFound as exc:
             raise TemplateNotFoundError(
                 f"Template not found: {exc.name!r} in {self.templates_dir}") from exc
@@ -232,6 +234,18 @@ class PDFService:
         except Exception as exc:
             raise RenderError(
                 f"Template {template!r} failed: {type(exc).__name__}: {exc}") from exc
+
+    def _compile(self, template: str) -> jinja2.Template:
+        """The compiled template (cached by Jinja until the file changes)."""
+        with self._template_errors(template):
+            return self.env.get_template(template)
+
+    def render_html(self, template: str, data: Mapping[str, Any]) -> str:
+        """Render the Jinja template to HTML (sandboxed, autoescaped, strict undefined)."""
+        resolve_inside(self.templates_dir, template, "template")
+        compiled = self._compile(template)
+        with self._template_errors(template):
+            return compiled.render(**data)
 
     def _stylesheet(self, css_file: str) -> Any:
         from weasyprint import CSS
@@ -322,7 +336,9 @@ def time_limit(seconds: float) -> Iterator[None]:
         return
 
     def _expired(signum: int, frame: Any) -> None:
-        raise RenderTimeoutError(f"render exceeded the time limit of {seconds:g} s")
+        raise RenderTimeoutError(
+            f"render exceeded the soft time limit of {seconds:g} s and was stopped "
+            "(runaway template?)")
 
     previous = signal.signal(signal.SIGALRM, _expired)
     signal.setitimer(signal.ITIMER_REAL, seconds)

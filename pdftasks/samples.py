@@ -25,7 +25,7 @@ def sample_invoice(n: int = 1, items: int = 5, client: str | None = None) -> dic
         lines.append({"description": f"{desc} #{i + 1}", "quantity": 1 + (n + i) % 4,
                       "unit_price": price})
     subtotal = round(sum(x["quantity"] * x["unit_price"] for x in lines), 2)
-    tax_rate = 0.2
+    tax_rate = 20.0  # percent, as templates/invoice.html expects
     return {
         "invoice_number": f"INV-2026-{n:04d}",
         "client_name": client or _CLIENTS[n % len(_CLIENTS)],
@@ -35,7 +35,7 @@ def sample_invoice(n: int = 1, items: int = 5, client: str | None = None) -> dic
         "currency": "EUR",
         "items": lines,
         "tax_rate": tax_rate,
-        "total": round(subtotal * (1 + tax_rate), 2),
+        "total": round(subtotal * (1 + tax_rate / 100), 2),
         "notes": "Thank you for your business.",
     }
 

@@ -21,6 +21,7 @@ from pdftasks.render import (
     apply_memory_limit,
     check_data,
     harfbuzz_subset_available,
+    time_limit,
 )
 from pdftasks.settings import get_settings
 
@@ -104,12 +105,16 @@ def generate_pdf(self: Task, template: str, data: Mapping[str, Any], output_file
     started_at = time.time()
     if max_retries is not None:
         self.override_max_retries = max_retries
+    limit = get_settings().soft_time_limit_s
     try:
-        result = get_service().generate_pdf(template, data, output_filename, css_file)
+        # Our own alarm as well as Celery's soft limit: the child enforces it even when the
+        # main process's timer is late, and the message is the same either way.
+        with time_limit(limit):
+            result = get_service().generate_pdf(template, data, output_filename, css_file)
     except SoftTimeLimitExceeded as exc:
         raise RenderTimeoutError(
             f"render of {template!r} exceeded the soft time limit of "
-            f"{get_settings().soft_time_limit_s:g} s and was stopped (runaway template?)"
+            f"{limit:g} s and was stopped (runaway template?)"
         ) from exc
     result.extra.update(started_at=started_at, priority=JobPriority.parse(priority).label,
                         worker_pid=os.getpid())

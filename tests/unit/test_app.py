@@ -1,0 +1,52 @@
+"""Unit tests (no services): priorities, routing, settings."""
+
+from __future__ import annotations
+
+import pytest
+
+from pdftasks import JobPriority, errors
+from pdftasks.celery_app import GENERATE_PDF, queue_names, route_by_priority
+from pdftasks.settings import Settings
+
+
+@pytest.mark.parametrize("value,expected", [
+    ("urgent", JobPriority.URGENT), ("HIGH", JobPriority.HIGH), (2, JobPriority.NORMAL),
+    (JobPriority.LOW, JobPriority.LOW), (" low ", JobPriority.LOW),
+])
+def test_priority_parse(value, expected) -> None:
+    assert JobPriority.parse(value) is expected
+
+
+@pytest.mark.parametrize("value", ["asap", 7, -1, None, True, 1.5])
+def test_unknown_priority_is_a_typed_error(value) -> None:
+    with pytest.raises(errors.InvalidPriorityError, match="unknown priority"):
+        JobPriority.parse(value)
+
+
+def test_queues_are_in_strict_order() -> None:
+    assert queue_names("pdf") == ["pdf.urgent", "pdf.high", "pdf.normal", "pdf.low"]
+
+
+@pytest.mark.parametrize("args,kwargs,queue", [
+    ((), {"priority": "urgent"}, "pdf.urgent"),
+    (("t", {}, "o.pdf", "high"), {}, "pdf.high"),
+    ((), {}, "pdf.normal"),
+    ((), {"priority": JobPriority.LOW}, "pdf.low"),
+])
+def test_router_follows_the_priority_argument(args, kwargs, queue) -> None:
+    assert route_by_priority(GENERATE_PDF, args, kwargs, {}) == {"queue": queue}
+    assert route_by_priority("other.task", args, kwargs, {}) is None
+
+
+def test_settings_refuse_a_visibility_timeout_shorter_than_a_render() -> None:
+    with pytest.raises(ValueError, match="VISIBILITY_TIMEOUT"):
+        Settings(hard_time_limit_s=700, soft_time_limit_s=600, visibility_timeout_s=600)
+
+
+def test_settings_default_to_local_files(monkeypatch, tmp_path) -> None:
+    monkeypatch.delenv("PDFTASKS_BROKER_URL", raising=False)
+    s = Settings(home=tmp_path)
+    assert s.is_local and s.effective_broker_url == "filesystem://"
+    assert s.effective_result_backend == f"file://{tmp_path}/results"
+    redis = Settings(broker_url="redis://h:6379/3")
+    assert redis.effective_result_backend == "redis://h:6379/3"

@@ -1,0 +1,427 @@
+#!/usr/bin/env python
+"""How long does an urgent PDF job wait behind a backlog of low-priority jobs?
+
+Acceptance criterion: submit 1,000 low jobs, then urgent jobs, and report how long each
+urgent job waited before a worker started it (p50/p95), next to a stock Celery setup (one
+queue, default prefetch) in the same run. Target with 2 worker processes on 2 cores:
+pdftasks p95 wait <= one render time + 50 ms.
+
+Methodology
+-----------
+* A private ``redis-server`` (127.0.0.1, free port, no persistence) is started for the run
+  and stopped at the end (also on Ctrl-C / SIGTERM / errors). pdftasks uses db 0, the stock
+  setup db 1. Worker logs, PDFs and Redis files go to a temporary directory, removed at the
+  end.
+* Both setups run one after the other, each with one worker of ``--concurrency`` (2)
+  processes, the same one-page invoice (``templates/invoice.html`` with
+  ``pdftasks.samples.sample_invoice(i)``) and the same renderer (``pdftasks.render.PDFService``,
+  warmed up in every worker child). Each worker is started, pinged until it answers, then
+  given ``2 x concurrency`` warm-up jobs (not measured) so templates and CSS are compiled.
+* pdftasks: ``python -m pdftasks worker -c 2`` (four queues consumed in strict order,
+  prefetch 1, late acks). ``--low`` jobs (1000) are queued with ``priority="low"``; then
+  ``--urgent`` jobs (20) are submitted *one at a time*: submit, wait for the result, sleep
+  ``--gap`` (0.3 s) +-50 % (uniform, fixed seed), next. The jitter keeps the submissions
+  from locking onto the workers' render cycle (renders take a near-constant time, so a
+  fixed pause would hit the same point of the current render every time). The low backlog
+  keeps both processes busy throughout (its length at each urgent submission is recorded;
+  the run warns if it ever reached 0).
+* stock Celery: ``benchmarks/_stock_celery.py``, a plain ``Celery()`` with defaults (one
+  ``celery`` queue, prefetch multiplier 4, early acks) and a task calling the same renderer,
+  run as ``celery -A _stock_celery worker -c 2``. Same low backlog, then urgent jobs into the
+  same (only) queue. They are submitted at the *same cadence* as the pdftasks urgent jobs
+  (the mean interval measured in the pdftasks phase) *without* waiting for each one: in a
+  FIFO queue, waiting for the first urgent job would drain the whole backlog, and every
+  later urgent job would then be measured on an idle worker. Results are read afterwards;
+  the wait is bounded by the time the backlog needs (1.5 x estimated drain time + 30 s);
+  an urgent job not started by then is reported with a lower bound (">").
+* wait = ``started_at`` (``time.time()`` at the start of the task body, in the worker
+  child) - ``time.time()`` just before ``.delay()`` in this process (same host, same clock).
+  It includes publishing, the queue wait, the worker's reservation and the hand-over to a
+  pool process.
+* render(ms) = mean ``duration_ms`` (check + render + atomic write) of the low jobs that
+  completed during the phase, i.e. measured under the same load. target = render + 50 ms.
+* Percentiles: linear interpolation between closest ranks (numpy's default).
+* Noise check: the CPU time used by *other* programs during each measured phase (from
+  /proc) is printed; above 0.25 cores the phase is flagged, since both render times and
+  waits are then inflated (e.g. a test suite running at the same time).
+
+Run: ``.venv/bin/python benchmarks/priority_latency.py`` (about 1-2 minutes with defaults;
+``--low 200 --urgent 5`` for a quick check).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    BENCH_DIR,
+    ROOT,
+    CpuMonitor,
+    RedisServer,
+    WorkerProcess,
+    celery_ping,
+    mean,
+    percentile,
+    print_table,
+    sigterm_as_exit,
+)
+
+TEMPLATE = "invoice.html"
+TARGET_SLACK_MS = 50.0
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class SetupResult:
+    name: str
+    waits_ms: list[float] = field(default_factory=list)
+    censored: int = 0                      # urgent jobs not started within the bound
+    failed: int = 0
+    low_render_ms: list[float] = field(default_factory=list)
+    urgent_render_ms: list[float] = field(default_factory=list)
+    backlog_at_submit: list[int] = field(default_factory=list)
+    submit_times: list[float] = field(default_factory=list)
+    lows_done: int = 0
+    low_total: int = 0
+    seconds: float = 0.0
+    foreign_cores: float = math.nan        # CPUs used by other programs while measuring
+    urgent_log: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def render_ms(self) -> float:
+        return mean(self.low_render_ms or self.urgent_render_ms)
+
+    def interval_s(self) -> float:
+        t = self.submit_times
+        return (t[-1] - t[0]) / (len(t) - 1) if len(t) > 1 else math.nan
+
+
+def result_metas(app: Any, results: list[Any]) -> list[dict[str, Any] | None]:
+    """Result metadata of many jobs in one Redis MGET (None = no result stored yet)."""
+    if not results:
+        return []
+    backend = app.backend
+    keys = [backend.get_key_for_task(r.id) for r in results]
+    out: list[dict[str, Any] | None] = []
+    for i in range(0, len(keys), 500):
+        for raw in backend.client.mget(keys[i:i + 500]):
+            out.append(backend.decode(raw) if raw is not None else None)
+    return out
+
+
+def low_durations(app: Any, results: list[Any]) -> list[float]:
+    return [m["result"]["duration_ms"] for m in result_metas(app, results)
+            if m and m.get("status") == "SUCCESS"]
+
+
+def warm_up(submit: Any, n: int, timeout: float = 120.0) -> None:
+    from pdftasks.samples import sample_invoice
+
+    jobs = [submit(sample_invoice(9000 + i), f"warmup_{i:02d}.pdf") for i in range(n)]
+    for job in jobs:
+        job.get(timeout=timeout)
+
+
+def run_pdftasks(args: argparse.Namespace, redis_url: str, tmp: Path,
+                 redis_session: int) -> SetupResult:
+    import redis
+
+    from pdftasks.celery_app import app, queue_name
+    from pdftasks.samples import sample_invoice
+    from pdftasks.tasks import generate_pdf
+
+    res = SetupResult(f"pdftasks (4 queues, strict, prefetch 1, c={args.concurrency})")
+    started = time.monotonic()
+    hostname = f"bench-pdftasks-{os.getpid()}@localhost"
+    env = {k: v for k, v in os.environ.items() if k.startswith("PDFTASKS_")}
+    worker = WorkerProcess(
+        [sys.executable, "-m", "pdftasks", "worker", "-c", str(args.concurrency),
+         "-l", "WARNING", "-n", hostname],
+        env=env, log_path=tmp / "pdftasks-worker.log", cwd=tmp)
+    r = redis.Redis.from_url(redis_url)
+    low_key = queue_name("low")
+    rng = random.Random(args.seed)
+    try:
+        worker.start()
+        log(f"pdftasks: worker ready in {worker.wait_ready(celery_ping(app, hostname)):.1f} s")
+
+        def submit(data: dict[str, Any], name: str, priority: str = "normal") -> Any:
+            return generate_pdf.delay(template=TEMPLATE, data=data, output_filename=name,
+                                      priority=priority)
+
+        warm_up(submit, 2 * args.concurrency)
+        assert worker.proc is not None
+        cpu = CpuMonitor([worker.proc.pid, redis_session])
+        cpu.start()
+        t0 = time.monotonic()
+        lows = [submit(sample_invoice(i), f"low_{i:04d}.pdf", "low")
+                for i in range(1, args.low + 1)]
+        res.low_total = len(lows)
+        log(f"pdftasks: queued {len(lows)} low jobs in {time.monotonic() - t0:.1f} s; "
+            f"submitting {args.urgent} urgent jobs one at a time")
+        for j in range(args.urgent):
+            res.backlog_at_submit.append(int(r.llen(low_key)))
+            data = sample_invoice(args.low + 1 + j)
+            submitted = time.time()
+            job = submit(data, f"urgent_{j:03d}.pdf", "urgent")
+            res.submit_times.append(submitted)
+            try:
+                out = job.get(timeout=args.urgent_timeout)
+            except Exception as exc:  # a timeout or a failed render
+                res.failed += 1
+                res.notes.append(f"urgent job {j} failed: {type(exc).__name__}: {exc}")
+                continue
+            res.waits_ms.append((out["started_at"] - submitted) * 1000)
+            res.urgent_render_ms.append(out["duration_ms"])
+            res.urgent_log.append(
+                f"urgent {j:2d}: wait {res.waits_ms[-1]:6.1f} ms, render "
+                f"{out['duration_ms']:6.1f} ms, pid {out.get('worker_pid')}, "
+                f"low backlog {res.backlog_at_submit[-1]}")
+            time.sleep(rng.uniform(0.5, 1.5) * args.gap)
+        res.foreign_cores = cpu.foreign_cores()
+        backlog_after = int(r.llen(low_key))
+        res.backlog_at_submit.append(backlog_after)
+        res.low_render_ms = low_durations(app, lows)
+        res.lows_done = len(res.low_render_ms)
+        purged = app.control.purge()
+        log(f"pdftasks: done; {res.lows_done} low jobs rendered, {backlog_after} still "
+            f"queued (purged {purged})")
+    finally:
+        try:
+            worker.stop()
+        finally:
+            r.close()
+    res.seconds = time.monotonic() - started
+    return res
+
+
+def run_stock(args: argparse.Namespace, redis_url: str, tmp: Path, interval_s: float,
+              render_estimate_ms: float, redis_session: int) -> SetupResult:
+    import redis
+    from celery.exceptions import TimeoutError as CeleryTimeoutError
+
+    os.environ["BENCH_STOCK_BROKER_URL"] = redis_url
+    import _stock_celery as stock
+
+    from pdftasks.samples import sample_invoice
+
+    res = SetupResult(f"stock celery (1 queue, prefetch 4, c={args.concurrency})")
+    started = time.monotonic()
+    hostname = f"bench-stock-{os.getpid()}@localhost"
+    env = {k: v for k, v in os.environ.items() if k.startswith("PDFTASKS_")}
+    env["PDFTASKS_OUTPUT_DIR"] = str(tmp / "output-stock")
+    env["BENCH_STOCK_BROKER_URL"] = redis_url
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(BENCH_DIR), *filter(None, [os.environ.get("PYTHONPATH")])])
+    worker = WorkerProcess(
+        [sys.executable, "-m", "celery", "-A", "_stock_celery", "worker",
+         "-c", str(args.concurrency), "-l", "WARNING", "-n", hostname],
+        env=env, log_path=tmp / "stock-worker.log", cwd=tmp)
+    r = redis.Redis.from_url(redis_url)
+    queue_key = stock.app.conf.task_default_queue  # "celery"
+    try:
+        worker.start()
+        log(f"stock: worker ready in "
+            f"{worker.wait_ready(celery_ping(stock.app, hostname)):.1f} s")
+
+        def submit(data: dict[str, Any], name: str) -> Any:
+            return stock.render.delay(TEMPLATE, data, name)
+
+        warm_up(submit, 2 * args.concurrency)
+        assert worker.proc is not None
+        cpu = CpuMonitor([worker.proc.pid, redis_session])
+        cpu.start()
+        t0 = time.monotonic()
+        lows = [submit(sample_invoice(i), f"low_{i:04d}.pdf") for i in range(1, args.low + 1)]
+        res.low_total = len(lows)
+        log(f"stock: queued {len(lows)} low jobs in {time.monotonic() - t0:.1f} s; "
+            f"submitting {args.urgent} urgent jobs every {interval_s:.3f} s without waiting")
+        urgent = []
+        next_at = time.monotonic()
+        for j in range(args.urgent):
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            next_at += interval_s
+            res.backlog_at_submit.append(int(r.llen(queue_key)))
+            data = sample_invoice(args.low + 1 + j)
+            submitted = time.time()
+            urgent.append((submitted, submit(data, f"urgent_{j:03d}.pdf")))
+            res.submit_times.append(submitted)
+        # Bound: the time the backlog needs, with a margin.
+        drain_s = args.low * render_estimate_ms / 1000 / args.concurrency
+        bound_s = 1.5 * drain_s + 30
+        deadline = time.monotonic() + bound_s
+        log(f"stock: waiting for the urgent jobs (backlog needs ~{drain_s:.0f} s; "
+            f"waiting at most {bound_s:.0f} s)")
+        for j, (submitted, job) in enumerate(urgent):
+            try:
+                out = job.get(timeout=max(0.1, deadline - time.monotonic()))
+            except CeleryTimeoutError:
+                res.censored += 1
+                res.waits_ms.append((time.time() - submitted) * 1000)  # lower bound
+                continue
+            except Exception as exc:
+                res.failed += 1
+                res.notes.append(f"urgent job {j} failed: {type(exc).__name__}: {exc}")
+                continue
+            res.waits_ms.append((out["started_at"] - submitted) * 1000)
+            res.urgent_render_ms.append(out["duration_ms"])
+            res.urgent_log.append(
+                f"urgent {j:2d}: wait {res.waits_ms[-1]:8.1f} ms, render "
+                f"{out['duration_ms']:6.1f} ms, pid {out.get('worker_pid')}, "
+                f"queue length {res.backlog_at_submit[j]}")
+        res.foreign_cores = cpu.foreign_cores()
+        res.low_render_ms = low_durations(stock.app, lows)
+        res.lows_done = len(res.low_render_ms)
+        purged = stock.app.control.purge()
+        log(f"stock: done; {res.lows_done} low jobs rendered (purged {purged})")
+    finally:
+        try:
+            worker.stop()
+        finally:
+            r.close()
+    res.seconds = time.monotonic() - started
+    return res
+
+
+def fmt_ms(value: float, censored: bool = False) -> str:
+    if math.isnan(value):
+        return "n/a"
+    return (">" if censored else "") + f"{value:,.0f} ms"
+
+
+def report(args: argparse.Namespace, results: list[SetupResult], interval_s: float) -> bool:
+    target_ms = results[0].render_ms + TARGET_SLACK_MS
+    print()
+    print(f"priority_latency: {args.low} low jobs queued, then {args.urgent} urgent jobs; "
+          f"one-page invoice; {args.concurrency} worker processes on {os.cpu_count()} CPUs")
+    print("wait = worker start (started_at) - submit time. pdftasks: urgent jobs one at a "
+          f"time (wait for result, sleep {args.gap:g} s +-50%).")
+    if len(results) > 1:
+        print(f"stock: urgent jobs at the same cadence ({interval_s:.3f} s apart) without "
+              "waiting for each (FIFO: waiting would drain the backlog).")
+    print(f"target (pdftasks): p95 wait <= mean render under load + {TARGET_SLACK_MS:.0f} ms")
+    print(f"load average (1/5/15 min) at start: {args.load_before}; at end: "
+          f"{'/'.join(f'{x:.2f}' for x in os.getloadavg())} (other CPU users skew both setups)")
+    print()
+    rows = []
+    for res in results:
+        cens = res.censored > 0
+        p95 = percentile(res.waits_ms, 95)
+        ok = "yes" if not cens and not res.failed and p95 <= target_ms else "NO"
+        rows.append([res.name, len(res.waits_ms), fmt_ms(percentile(res.waits_ms, 50), cens),
+                     fmt_ms(p95, cens), fmt_ms(max(res.waits_ms, default=math.nan), cens),
+                     f"{res.render_ms:.1f}", fmt_ms(target_ms), ok])
+    print_table(["setup", "urgent n", "p50 wait", "p95 wait", "max", "render(ms)",
+                 "target p95<=", "ok"], rows)
+    p95s = [percentile(r.waits_ms, 95) for r in results]
+    if len(p95s) == 2 and p95s[0] > 0:
+        print(f"ratio stock/pdftasks p95: {p95s[1] / p95s[0]:,.0f}x")
+    print()
+    for res in results:
+        backlog = res.backlog_at_submit
+        print(f"{res.name}: {res.seconds:.1f} s; low jobs rendered {res.lows_done}/"
+              f"{res.low_total}; backlog at urgent submits min {min(backlog, default=0)} "
+              f"max {max(backlog, default=0)}; urgent render mean "
+              f"{mean(res.urgent_render_ms):.1f} ms; low render p50 "
+              f"{percentile(res.low_render_ms, 50):.1f} / p95 "
+              f"{percentile(res.low_render_ms, 95):.1f} ms; failed {res.failed}; "
+              f"not started within bound {res.censored}")
+        print(f"  urgent waits (ms, sorted): "
+              f"{' '.join(f'{w:.0f}' for w in sorted(res.waits_ms))}")
+        print(f"  CPU used by other programs while measuring: {res.foreign_cores:.2f} cores")
+        if res.foreign_cores > 0.25:
+            print("  WARNING: other programs competed for the CPUs during this phase; its "
+                  "render times and waits are inflated. Re-run on an idle machine.")
+        for note in res.notes:
+            print(f"  note: {note}")
+        if args.verbose:
+            for line in res.urgent_log:
+                print(f"  {line}")
+    warn = results[0].backlog_at_submit and min(results[0].backlog_at_submit) == 0
+    if warn:
+        print("WARNING: the pdftasks low backlog ran empty during the urgent phase: later "
+              "urgent jobs met an idle worker; raise --low.")
+    return rows[0][-1] == "yes"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Urgent-job wait behind a low-priority backlog: pdftasks vs stock Celery.",
+        epilog="Methodology: see the docstring at the top of this file.")
+    parser.add_argument("--low", type=int, default=1000, help="low jobs queued (default 1000)")
+    parser.add_argument("--urgent", type=int, default=20, help="urgent jobs (default 20)")
+    parser.add_argument("--concurrency", "-c", type=int, default=2,
+                        help="worker processes per setup (default 2)")
+    parser.add_argument("--gap", type=float, default=0.3,
+                        help="mean pause after each pdftasks urgent result, in s (default "
+                             "0.3, jittered +-50%%)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the gap jitter")
+    parser.add_argument("--urgent-timeout", type=float, default=60.0,
+                        help="longest wait for one pdftasks urgent job, in s (default 60)")
+    parser.add_argument("--skip-stock", action="store_true", help="run only pdftasks")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="print every urgent job (wait, render time, worker pid)")
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 when pdftasks misses the target")
+    args = parser.parse_args(argv)
+    if args.low < 1 or args.urgent < 1 or args.concurrency < 1:
+        parser.error("--low, --urgent and --concurrency must be >= 1")
+
+    begin = time.monotonic()
+    args.load_before = "/".join(f"{x:.2f}" for x in os.getloadavg())
+    tmp = Path(tempfile.mkdtemp(prefix="pdftasks-bench-"))
+    try:
+        with sigterm_as_exit(), RedisServer(tmp / "redis") as server:
+            log(f"redis-server on port {server.port}; tmp dir {tmp}")
+            # Before pdftasks is imported: settings are read once.
+            for key in [k for k in os.environ if k.startswith("PDFTASKS_")]:
+                del os.environ[key]
+            os.environ.update({
+                "PDFTASKS_BROKER_URL": server.url(0),
+                "PDFTASKS_TEMPLATES_DIR": str(ROOT / "templates"),
+                "PDFTASKS_OUTPUT_DIR": str(tmp / "output-pdftasks"),
+                "PDFTASKS_HOME": str(tmp / "home"),
+                "PDFTASKS_LOG_LEVEL": "WARNING",
+            })
+            assert server.proc is not None
+            redis_session = server.proc.pid
+            results = [run_pdftasks(args, server.url(0), tmp, redis_session)]
+            interval = results[0].interval_s()
+            if math.isnan(interval):
+                interval = args.gap + 0.1
+            estimate = results[0].render_ms
+            if math.isnan(estimate):
+                estimate = 100.0
+            if not args.skip_stock:
+                results.append(run_stock(args, server.url(1), tmp, interval,
+                                         estimate, redis_session))
+        ok = report(args, results, interval)
+        print(f"\ntotal run time {time.monotonic() - begin:.1f} s")
+        return 0 if ok or not args.check else 1
+    except KeyboardInterrupt:
+        log("interrupted; cleaned up")
+        return 130
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,6 +1,6 @@
 """pdftasks: Jinja2 templates + JSON data -> PDF (WeasyPrint), on Celery priority queues."""
 
-from pdftasks.celery_app import app
+from pdftasks.celery_app import GENERATE_PDF, app
 from pdftasks.enums import JobPriority, JobStatus
 from pdftasks.errors import (
     InvalidJobError,
@@ -9,7 +9,8 @@ from pdftasks.errors import (
     TransientError,
 )
 from pdftasks.render import PDFService, PDFServiceConfig, RenderResult
-from pdftasks.tasks import generate_pdf
+
+generate_pdf = app.tasks[GENERATE_PDF]
 
 __all__ = [
     "app",

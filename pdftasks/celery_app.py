@@ -105,8 +105,13 @@ def configure(app: Celery, s: Settings) -> None:
 
 
 def create_app(settings: Settings | None = None) -> Celery:
-    app = Celery("pdftasks", include=["pdftasks.tasks"])
-    configure(app, settings or get_settings())
+    """A Celery app for ``settings`` (default: the environment), with its tasks registered."""
+    from pdftasks import tasks
+
+    app = Celery("pdftasks")
+    app.pdftasks_settings = settings or get_settings()  # type: ignore[attr-defined]
+    configure(app, app.pdftasks_settings)  # type: ignore[attr-defined]
+    tasks.register(app)
     return app
 
 

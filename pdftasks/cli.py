@@ -18,15 +18,6 @@ from pdftasks.errors import PdfTasksError
 
 PRIORITY_CHOICE = click.Choice([p.label for p in JobPriority], case_sensitive=False)
 
-#: Celery states -> JobStatus. Celery says PENDING for ids it has never seen, too.
-_CELERY_STATES = {
-    "PENDING": JobStatus.PENDING, "RECEIVED": JobStatus.PENDING,
-    "STARTED": JobStatus.PROCESSING, "RETRY": JobStatus.RETRYING,
-    "SUCCESS": JobStatus.COMPLETED, "FAILURE": JobStatus.FAILED,
-    "REVOKED": JobStatus.CANCELLED,
-}
-
-
 def _load_data(data: str | None, data_file: str | None) -> dict[str, Any]:
     try:
         if data_file:
@@ -96,7 +87,7 @@ def worker(concurrency: int | None, loglevel: str | None, hostname: str | None,
 def submit(template: str, output_filename: str, data: str | None, data_file: str | None,
            priority: str, css_file: str | None, wait: bool, timeout: float) -> None:
     """Queue one PDF job and print its id."""
-    from pdftasks.tasks import generate_pdf
+    from pdftasks import generate_pdf
 
     payload = _load_data(data, data_file)
     try:
@@ -113,29 +104,152 @@ def submit(template: str, output_filename: str, data: str | None, data_file: str
             _fail(exc)
 
 
-def job_state(job_id: str) -> dict[str, Any]:
-    """Status document of a job from the result backend."""
-    from celery.result import AsyncResult
+def _manager() -> Any:
+    from pdftasks.jobs import PDFQueueManager
 
-    from pdftasks.celery_app import app
+    return PDFQueueManager()
 
-    res = AsyncResult(job_id, app=app)
-    status = _CELERY_STATES.get(res.state, JobStatus.PENDING)
-    doc: dict[str, Any] = {"job_id": job_id, "status": status.value, "celery_state": res.state}
-    if status is JobStatus.PENDING:
-        doc["note"] = "queued, or unknown id (the result backend cannot tell them apart)"
-    if res.state == "SUCCESS":
-        doc["result"] = res.result
-    elif res.state in ("FAILURE", "RETRY"):
-        doc["error"] = f"{type(res.result).__name__}: {res.result}"
-    return doc
+
+def job_document(job: Any) -> dict[str, Any]:
+    """A job as a JSON-ready status document."""
+    return {
+        "job_id": job.job_id, "status": job.status.value, "priority": job.priority.label,
+        "template": job.template, "output_filename": job.output_filename,
+        "created_at": job.created_at, "started_at": job.started_at,
+        "completed_at": job.completed_at, "duration_s": job.duration_s,
+        "result_path": job.result_path, "pages": job.pages, "error": job.error,
+        "retry_count": job.retry_count, "max_retries": job.max_retries,
+        "metadata": job.metadata,
+    }
+
+
+def _get_job(manager: Any, job_id: str) -> Any:
+    job = manager.get_job(job_id)
+    if job is None:
+        click.secho(f"error: no job {job_id}", fg="red", err=True)
+        sys.exit(1)
+    return job
 
 
 @main.command()
 @click.argument("job_id")
 def status(job_id: str) -> None:
-    """Print a job's status as JSON."""
-    click.echo(json.dumps(job_state(job_id), indent=2, default=str))
+    """Print a job's status document as JSON (exit 1 if the id is unknown)."""
+    job = _get_job(_manager(), job_id)
+    click.echo(json.dumps(job_document(job), indent=2, default=str))
+
+
+@main.command()
+@click.option("-s", "--status", "status_", type=click.Choice([s.value for s in JobStatus]),
+              default=None, help="Only jobs with this status.")
+@click.option("-n", "--limit", type=int, default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document per job.")
+def jobs(status_: str | None, limit: int, as_json: bool) -> None:
+    """List jobs, newest first; failed jobs with their errors and an error summary."""
+    from collections import Counter
+
+    manager = _manager()
+    found = manager.backend.get_all_jobs(status=JobStatus(status_) if status_ else None,
+                                         limit=limit)
+    if as_json:
+        for job in found:
+            click.echo(json.dumps(job_document(job), default=str))
+        return
+    for job in found:
+        when = job.created_at.strftime("%Y-%m-%d %H:%M:%S")
+        line = (f"{job.job_id}  {job.status.value:<10} {job.priority.label:<6} {when}  "
+                f"{job.template} -> {job.output_filename}")
+        if job.error:
+            line += f"\n    error: {job.error}  (retries {job.retry_count}/{job.max_retries})"
+        click.echo(line)
+    errors = Counter((j.error or "").split(":", 1)[0] for j in found if j.error)
+    if errors:
+        click.echo("\nerrors by type: " + ", ".join(f"{k} x{v}" for k, v in
+                                                     errors.most_common()))
+    click.echo(f"{len(found)} job(s)")
+
+
+def _stats_line(stats: dict[str, Any]) -> str:
+    prio = " ".join(f"{k}={v}" for k, v in stats["pending_by_priority"].items())
+    return (f"[{time.strftime('%H:%M:%S')}] pending {stats['pending']:4d} ({prio}) | "
+            f"processing {stats['processing']:3d} | retrying {stats['retrying']:3d} | "
+            f"completed {stats['completed']:5d} | failed {stats['failed']:4d} | "
+            f"cancelled {stats['cancelled']:4d} | workers {stats['workers']}")
+
+
+@main.command()
+@click.option("-i", "--interval", type=float, default=2.0, show_default=True)
+@click.option("--once", is_flag=True, help="Print one line (or JSON with --json) and exit.")
+@click.option("--json", "as_json", is_flag=True)
+def stats(interval: float, once: bool, as_json: bool) -> None:
+    """Live view of the queue: counts per status and pending per priority (Ctrl-C stops)."""
+    manager = _manager()
+    while True:
+        current = manager.get_queue_stats()
+        if as_json:
+            click.echo(json.dumps(current, default=str))
+        else:
+            click.echo(_stats_line(current))
+        if once:
+            return
+        time.sleep(interval)
+
+
+@main.command()
+@click.argument("job_id")
+def cancel(job_id: str) -> None:
+    """Cancel a pending or retrying job (exit 1 if it can no longer be cancelled)."""
+    manager = _manager()
+    job = _get_job(manager, job_id)
+    if manager.cancel_job(job_id):
+        click.echo(f"cancelled {job_id}")
+    else:
+        click.secho(f"cannot cancel {job_id}: it is {job.status.value}", fg="red", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("job_id", required=False)
+@click.option("--all-failed", is_flag=True, help="Resubmit every failed job.")
+def retry(job_id: str | None, all_failed: bool) -> None:
+    """Resubmit a failed (or cancelled) job under the same id, or all failed jobs."""
+    manager = _manager()
+    if all_failed == bool(job_id):
+        raise click.UsageError("give a JOB_ID or --all-failed")
+    ids = [j.job_id for j in manager.backend.get_all_jobs(status=JobStatus.FAILED)] \
+        if all_failed else [job_id]
+    done = [i for i in ids if manager.retry_job(i)]
+    click.echo(f"resubmitted {len(done)} job(s)")
+    if job_id and not done:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--timeout", type=float, default=None, help="Seconds (default: forever).")
+def wait(job_id: str, timeout: float | None) -> None:
+    """Wait for a job with a progress indicator; print its result (exit 1 if it failed)."""
+    manager = _manager()
+    _get_job(manager, job_id)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    spinner = "|/-\\"
+    i = 0
+    while True:
+        job = manager.get_job(job_id)
+        if job is None or job.status.is_final:
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            click.echo()
+            click.secho(f"timed out; job is {job.status.value}", fg="yellow", err=True)
+            sys.exit(2)
+        click.echo(f"\r{spinner[i % 4]} {job.status.value:<10} {i * 0.2:5.1f}s", nl=False,
+                   err=True)
+        i += 1
+        time.sleep(0.2)
+    click.echo("\r", nl=False, err=True)
+    click.echo(json.dumps(job_document(job), indent=2, default=str))
+    if job is None or job.status is not JobStatus.COMPLETED:
+        sys.exit(1)
 
 
 @main.command()
@@ -170,9 +284,9 @@ def render(template: str, output_filename: str, data: str | None, data_file: str
 @click.option("--timeout", type=float, default=300.0, show_default=True)
 def demo(invoices: int, concurrency: int, timeout: float) -> None:
     """Start workers, queue sample invoices and reports with mixed priorities, show progress."""
+    from pdftasks import generate_pdf
     from pdftasks.samples import sample_invoice, sample_report
     from pdftasks.settings import get_settings
-    from pdftasks.tasks import generate_pdf
 
     s = get_settings()
     where = "local files in " + str(s.home) if s.is_local else s.effective_broker_url

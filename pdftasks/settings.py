@@ -27,6 +27,8 @@ MAX_MEMORY_PER_CHILD_MB = 512
 RENDER_MEMORY_LIMIT_MB = 2048
 #: How long Celery results are kept, in seconds.
 RESULT_EXPIRES_S = 7 * 86400
+#: How long job records are kept, in seconds.
+JOB_RETENTION_S = 7 * 86400
 
 
 class Settings(BaseSettings):
@@ -51,7 +53,15 @@ class Settings(BaseSettings):
         "", description="Comma-separated http(s) URL prefixes a template may fetch."
     )
     default_max_retries: int = Field(3, ge=0, le=100)
+    retry_backoff_s: int = Field(2, ge=1, description="First retry delay; doubles each time.")
     retry_backoff_max_s: int = Field(600, ge=1)
+    retry_jitter: bool = True
+    max_redeliveries: int = Field(
+        3, ge=0, description="Worker crashes tolerated on one job before it FAILS.")
+    job_store_url: str | None = Field(None, description="Job records; unset = derived.")
+    job_retention_s: int = Field(JOB_RETENTION_S, ge=60)
+    on_completed: str | None = Field(None, description="module:function(job), worker side.")
+    on_failed: str | None = Field(None, description="module:function(job, error), worker side.")
     result_expires_s: int = Field(RESULT_EXPIRES_S, ge=60)
     local_polling_interval_s: float = Field(0.05, gt=0)
     log_level: str = "INFO"
@@ -89,6 +99,25 @@ class Settings(BaseSettings):
         if self.broker_url and self.broker_url.startswith(("redis://", "rediss://")):
             return self.broker_url
         return f"file://{self.home / 'results'}"
+
+    @property
+    def effective_job_store_url(self) -> str:
+        """Job records: the Redis broker's server, else SQLite under ``home``."""
+        if self.job_store_url:
+            return self.job_store_url
+        if self.broker_url and self.broker_url.startswith(("redis://", "rediss://")):
+            return self.broker_url
+        return f"sqlite:///{self.home / 'jobs.sqlite3'}"
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``PDFTASKS_*`` variables (for worker subprocesses)."""
+        env = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            env[f"PDFTASKS_{name.upper()}"] = str(value).lower() if isinstance(value, bool) \
+                else str(value)
+        return env
 
     @property
     def url_prefixes(self) -> tuple[str, ...]:

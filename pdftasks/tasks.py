@@ -1,60 +1,95 @@
-"""Celery tasks. Thin: they validate, call the renderer and report; no HTTP, no layout code."""
+"""Celery tasks. Thin: they check, call the renderer, and move the job record along.
+
+Lifecycle of a job record (``pdftasks.jobstore``), each step an atomic transition:
+PENDING → PROCESSING → COMPLETED | FAILED, with RETRYING between attempts and CANCELLED
+from PENDING or RETRYING. Every terminal transition happens once and publishes one event.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import importlib
 import logging
 import os
 import time
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from celery import Task, signals
-from celery.exceptions import SoftTimeLimitExceeded
+from celery import Celery, Task, signals, states
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
+from celery.worker.request import Request
+from kombu.exceptions import OperationalError
 
-from pdftasks.celery_app import GENERATE_PDF, app
-from pdftasks.enums import JobPriority
-from pdftasks.errors import RenderTimeoutError, TransientError
+from pdftasks.celery_app import GENERATE_PDF
+from pdftasks.enums import JobPriority, JobStatus
+from pdftasks.errors import (
+    BrokerUnavailableError,
+    PermanentError,
+    RenderTimeoutError,
+    TransientError,
+)
+from pdftasks.jobstore import Job, JobStore, open_store
 from pdftasks.render import (
     PDFService,
     PDFServiceConfig,
     apply_memory_limit,
     check_data,
     harfbuzz_subset_available,
+    resolve_inside,
     time_limit,
 )
-from pdftasks.settings import get_settings
+from pdftasks.settings import Settings, get_settings
+from pdftasks.storage import check_output_filename
 
 log = logging.getLogger(__name__)
 
-_service: PDFService | None = None
+_RUNNABLE = (JobStatus.PENDING, JobStatus.RETRYING, JobStatus.PROCESSING)
+_per_app: weakref.WeakKeyDictionary[Celery, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 
-def get_service() -> PDFService:
-    """This process's renderer: compiled templates and fonts are reused across jobs."""
-    global _service
-    if _service is None:
-        _service = PDFService(PDFServiceConfig.from_settings())
-        _service.interrupts = (SoftTimeLimitExceeded,)
-    return _service
+def app_settings(app: Celery) -> Settings:
+    return getattr(app, "pdftasks_settings", None) or get_settings()
 
 
-def submit_checks(template: Any, data: Any, output_filename: Any, priority: Any,
-                  css_file: Any = None) -> JobPriority:
+def _cached(app: Celery, name: str, factory: Any) -> Any:
+    cache = _per_app.setdefault(app, {})
+    key = (name, os.getpid())  # nothing crosses a fork: connections are per process
+    if key not in cache:
+        cache[key] = factory()
+    return cache[key]
+
+
+def job_store(app: Celery) -> JobStore:
+    """This process's job store for ``app``."""
+    return _cached(app, "store", lambda: open_store(app_settings(app)))
+
+
+def render_service(app: Celery) -> PDFService:
+    """This process's renderer for ``app``: templates, styles and fonts reused across jobs."""
+
+    def make() -> PDFService:
+        service = PDFService(PDFServiceConfig.from_settings(app_settings(app)))
+        service.interrupts = (SoftTimeLimitExceeded,)
+        return service
+
+    return _cached(app, "service", make)
+
+
+def submit_checks(app: Celery, template: Any, data: Any, output_filename: Any, priority: Any,
+                  css_file: Any = None, service: PDFService | None = None) -> JobPriority:
     """Checks done before a job is queued; raise a typed ``InvalidJobError``.
 
-    The template's existence is checked only when the templates directory exists here
-    (a client machine may not have the templates; the worker checks again).
+    The template's existence and syntax are checked when the templates directory exists
+    here (a client machine may not have the templates; the worker checks again).
     """
-    s = get_settings()
+    s = app_settings(app)
     prio = JobPriority.parse(priority)
     check_data(data, s.max_data_bytes)
-    if s.templates_dir.is_dir():
-        get_service().check_job(template, output_filename, css_file)
+    if service is not None or s.templates_dir.is_dir():
+        (service or render_service(app)).check_job(template, output_filename, css_file)
     else:
-        from pdftasks.render import resolve_inside
-        from pdftasks.storage import check_output_filename
-
         resolve_inside(s.templates_dir, template, "template")
         if css_file is not None:
             resolve_inside(s.templates_dir, css_file, "css_file")
@@ -62,65 +97,183 @@ def submit_checks(template: Any, data: Any, output_filename: Any, priority: Any,
     return prio
 
 
+def emit(app: Celery, event: str, job_id: str, error: str | None = None) -> None:
+    """Tell listeners about a transition: store event (clients) and worker-side hooks."""
+    store = job_store(app)
+    try:
+        store.publish({"event": event, "job_id": job_id, "error": error, "ts": time.time()})
+    except Exception:  # listeners are best effort; the record is already right
+        log.exception("could not publish %s event for %s", event, job_id)
+    s = app_settings(app)
+    hook_path = s.on_completed if event == "completed" else s.on_failed
+    if not hook_path or event not in ("completed", "failed", "retrying"):
+        return
+    try:
+        module, _, name = hook_path.partition(":")
+        hook = getattr(importlib.import_module(module), name)
+        job = store.get(job_id)
+        hook(job) if event == "completed" else hook(job, error)
+    except Exception:
+        log.exception("worker-side hook %s failed for job %s", hook_path, job_id)
+
+
+def fail_job(app: Celery, job_id: str, error: str) -> None:
+    if job_store(app).transition(job_id, JobStatus.FAILED, _RUNNABLE, error=error,
+                                 completed_at=dt.datetime.now(dt.UTC)):
+        emit(app, "failed", job_id, error)
+
+
+def describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class PdfRequest(Request):
+    """Records the job as FAILED when Celery's hard time limit kills its worker child."""
+
+    def on_timeout(self, soft: bool, timeout: float) -> None:
+        super().on_timeout(soft, timeout)
+        if not soft:
+            fail_job(self.task.app, self.id,
+                     f"RenderTimeoutError: hard time limit of {timeout:g} s exceeded; "
+                     "the worker process was killed")
+
+
 class PdfTask(Task):
-    """Validates a job's arguments before it is queued, so bad input fails at submit time."""
+    """Checks a job and records it before it is queued; keeps its record up to date."""
+
+    Request = PdfRequest
 
     def apply_async(self, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+        if options.get("retries") or options.pop("pdftasks_recorded", False):
+            return self._publish(args, kwargs, options)
         args, kwargs = tuple(args or ()), dict(kwargs or {})
-        bound = dict(zip(("template", "data", "output_filename", "priority", "css_file"),
-                         args, strict=False))
+        names = ("template", "data", "output_filename", "priority", "css_file",
+                 "max_retries", "metadata")
+        bound = dict(zip(names, args, strict=False))
         bound.update(kwargs)
         missing = {"template", "data", "output_filename"} - bound.keys()
         if missing:
             raise TypeError(f"generate_pdf() missing arguments: {', '.join(sorted(missing))}")
-        prio = submit_checks(bound["template"], bound["data"], bound["output_filename"],
-                             bound.get("priority", JobPriority.NORMAL), bound.get("css_file"))
-        if len(args) > 3:
-            args = (*args[:3], prio.label, *args[4:])
-        else:
-            kwargs["priority"] = prio.label
-        return super().apply_async(args, kwargs, **options)
+        prio = submit_checks(self.app, bound["template"], bound["data"],
+                             bound["output_filename"], bound.get("priority", JobPriority.NORMAL),
+                             bound.get("css_file"))
+        bound["priority"] = prio.label
+        job = make_job(self.app, options.get("task_id"), bound)
+        options["task_id"] = job.job_id
+        store = job_store(self.app)
+        store.create(job)
+        try:
+            return self._publish((), bound, options)
+        except BrokerUnavailableError:
+            store.delete([job.job_id])
+            raise
+
+    def _publish(self, args: Any, kwargs: Any, options: dict[str, Any]) -> Any:
+        try:
+            return super().apply_async(args, kwargs, **options)
+        except OperationalError as exc:
+            raise BrokerUnavailableError(f"cannot reach the broker: {exc}") from exc
+
+    def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
+        if not isinstance(retval, dict) or "path" not in retval:
+            return
+        if job_store(self.app).transition(
+                task_id, JobStatus.COMPLETED, (JobStatus.PROCESSING,),
+                completed_at=dt.datetime.now(dt.UTC), result_path=retval["path"],
+                pages=retval["pages"], error=None):
+            emit(self.app, "completed", task_id)
+
+    def on_retry(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
+                 einfo: Any) -> None:
+        error = describe(exc)
+        if job_store(self.app).transition(task_id, JobStatus.RETRYING, (JobStatus.PROCESSING,),
+                                          retry_count=self.request.retries + 1, error=error):
+            emit(self.app, "retrying", task_id, error)
+
+    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
+                   einfo: Any) -> None:
+        fail_job(self.app, task_id, describe(exc))
 
 
-@app.task(
-    bind=True,
-    base=PdfTask,
-    name=GENERATE_PDF,
-    autoretry_for=(TransientError,),
-    retry_backoff=2,
-    retry_backoff_max=get_settings().retry_backoff_max_s,
-    retry_jitter=True,
-    max_retries=get_settings().default_max_retries,
-)
-def generate_pdf(self: Task, template: str, data: Mapping[str, Any], output_filename: str,
-                 priority: str = "normal", css_file: str | None = None,
-                 max_retries: int | None = None, metadata: Mapping[str, Any] | None = None
-                 ) -> dict[str, Any]:
+def make_job(app: Celery, job_id: str | None, bound: Mapping[str, Any]) -> Job:
+    """A new PENDING job record from ``generate_pdf`` arguments."""
+    from celery.utils import uuid
+
+    max_retries = bound.get("max_retries")
+    return Job(
+        job_id=job_id or uuid(), template=bound["template"], data=dict(bound["data"]),
+        output_filename=bound["output_filename"], css_file=bound.get("css_file"),
+        priority=JobPriority.parse(bound.get("priority", JobPriority.NORMAL)),
+        max_retries=app_settings(app).default_max_retries if max_retries is None
+        else max_retries,
+        metadata=dict(bound.get("metadata") or {}),
+    )
+
+
+class PoisonJobError(PermanentError):
+    """The job crashed its worker process too many times."""
+
+
+def _generate_pdf(self: Task, template: str, data: Mapping[str, Any], output_filename: str,
+                  priority: str = "normal", css_file: str | None = None,
+                  max_retries: int | None = None, metadata: Mapping[str, Any] | None = None
+                  ) -> dict[str, Any]:
     """Render ``template`` with ``data`` to ``output_filename`` in the output directory.
 
-    Returns ``{"path", "pages", "bytes", "duration_ms", "started_at", "priority"}``.
-    Permanent errors (bad template, data, path, time limit) fail at once; transient ones
-    (storage) are retried with exponential backoff and jitter, up to ``max_retries``.
+    Returns ``{"path", "pages", "bytes", "duration_ms", "started_at", "priority",
+    "worker_pid"}``. Permanent errors (bad template, data, path, time limit) fail at once;
+    transient ones (storage) are retried with exponential backoff and jitter, up to
+    ``max_retries``. A cancelled job is skipped and never produces a file.
     """
     started_at = time.time()
+    app, job_id = self.app, self.request.id
+    s = app_settings(app)
+    store = job_store(app)
     if max_retries is not None:
         self.override_max_retries = max_retries
-    limit = get_settings().soft_time_limit_s
+    crashes = store.add_attempt(job_id) - self.request.retries - 1
+    if crashes > s.max_redeliveries:
+        raise PoisonJobError(f"the worker process died {crashes} times while rendering this "
+                             "job (out of memory or a crash in a native library); not retried")
+    if not store.transition(job_id, JobStatus.PROCESSING, _RUNNABLE,
+                            started_at=dt.datetime.now(dt.UTC), retry_count=self.request.retries):
+        job = store.get(job_id)
+        if job is not None:
+            log.info("job %s is %s: not rendering it", job_id, job.status.value)
+            if job.status is JobStatus.CANCELLED:
+                self.update_state(state=states.REVOKED)
+            raise Ignore()
+    limit = s.soft_time_limit_s
     try:
         # Our own alarm as well as Celery's soft limit: the child enforces it even when the
         # main process's timer is late, and the message is the same either way.
         with time_limit(limit):
-            result = get_service().generate_pdf(template, data, output_filename, css_file)
+            result = render_service(app).generate_pdf(template, data, output_filename, css_file)
     except SoftTimeLimitExceeded as exc:
         raise RenderTimeoutError(
-            f"render of {template!r} exceeded the soft time limit of "
-            f"{limit:g} s and was stopped (runaway template?)"
-        ) from exc
+            f"render exceeded the soft time limit of {limit:g} s and was stopped "
+            "(runaway template?)") from exc
     result.extra.update(started_at=started_at, priority=JobPriority.parse(priority).label,
                         worker_pid=os.getpid())
     log.info("rendered %s (%s pages, %.0f ms)", Path(result.path).name, result.pages,
              result.duration_ms)
     return result.as_dict()
+
+
+def register(app: Celery) -> Task:
+    """Register ``generate_pdf`` on ``app`` with retry options from its settings."""
+    s = app_settings(app)
+    return app.task(
+        _generate_pdf,
+        bind=True,
+        base=PdfTask,
+        name=GENERATE_PDF,
+        autoretry_for=(TransientError,),
+        retry_backoff=s.retry_backoff_s,
+        retry_backoff_max=s.retry_backoff_max_s,
+        retry_jitter=s.retry_jitter,
+        max_retries=s.default_max_retries,
+    )
 
 
 @signals.worker_init.connect
@@ -135,9 +288,10 @@ def _check_harfbuzz(**_: Any) -> None:
 
 @signals.worker_process_init.connect
 def _prepare_child(**_: Any) -> None:
-    s = get_settings()
+    from pdftasks.celery_app import app
+
+    s = app_settings(app)
     apply_memory_limit(s.render_memory_limit_mb)
-    service = get_service()
+    service = render_service(app)
     if s.warmup:
-        ms = service.warm_up()
-        log.debug("renderer warm (%.0f ms)", ms)
+        log.debug("renderer warm (%.0f ms)", service.warm_up())

@@ -1,0 +1,454 @@
+"""The guide's job API on Celery: ``PDFQueueManager`` and its backends.
+
+A backend names where jobs are queued and recorded (a Redis server, local files, SQS);
+the manager submits through Celery, reads the job store, starts local worker processes
+if asked, and delivers lifecycle callbacks from workers anywhere to this process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from celery import Celery
+
+from pdftasks.celery_app import GENERATE_PDF, create_app, queue_names
+from pdftasks.enums import JobPriority, JobStatus
+from pdftasks.errors import BrokerUnavailableError, JobNotFoundError
+from pdftasks.jobstore import Job, JobStore
+from pdftasks.render import PDFService
+from pdftasks.settings import Settings, get_settings
+from pdftasks.tasks import job_store, make_job, submit_checks
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PDFQueueManager", "QueueBackend", "RedisBackend", "LocalBackend",
+           "InMemoryBackend", "SQSBackend", "Job", "JobStatus", "JobPriority"]
+
+
+class QueueBackend:
+    """Where jobs are queued and recorded. After binding, also the guide's job listing API."""
+
+    def __init__(self, queue_name: str = "pdf") -> None:
+        self.queue_name = queue_name
+        self.store: JobStore | None = None
+
+    def settings_overrides(self) -> dict[str, Any]:
+        return {"queue_namespace": self.queue_name}
+
+    def bind(self, store: JobStore) -> None:
+        self.store = store
+
+    def _store(self) -> JobStore:
+        if self.store is None:
+            raise RuntimeError("the backend is not attached to a PDFQueueManager yet")
+        return self.store
+
+    def get_job(self, job_id: str) -> Job | None:
+        return self._store().get(job_id)
+
+    def get_all_jobs(self, status: JobStatus | None = None, limit: int | None = None
+                     ) -> list[Job]:
+        """Jobs newest first, optionally only those with ``status``."""
+        return self._store().list(status, limit)
+
+    def get_pending_count(self) -> int:
+        return self._store().pending_count()
+
+
+class RedisBackend(QueueBackend):
+    """Redis as broker, result backend and job store.
+
+    ``queue_name`` namespaces the queues (``{queue_name}.urgent`` …) and the job records, so
+    two managers with different names on one Redis do not see each other's jobs. The default
+    ``"pdf"`` is what ``pdftasks worker`` consumes without further settings.
+    """
+
+    def __init__(self, host: str = "localhost", port: int = 6379, db: int = 0,
+                 password: str | None = None, queue_name: str = "pdf",
+                 url: str | None = None) -> None:
+        super().__init__(queue_name)
+        auth = f":{quote(password, safe='')}@" if password else ""
+        self.url = url or f"redis://{auth}{host}:{port}/{db}"
+
+    def settings_overrides(self) -> dict[str, Any]:
+        return {**super().settings_overrides(), "broker_url": self.url,
+                "result_backend": self.url, "job_store_url": self.url}
+
+
+class LocalBackend(QueueBackend):
+    """The zero-setup default: queue, results and job records in files under ``home``.
+
+    Worker processes on the same machine share it; nothing survives deleting ``home``.
+    """
+
+    def __init__(self, home: str | os.PathLike[str] | None = None,
+                 queue_name: str = "pdf") -> None:
+        super().__init__(queue_name)
+        self.home = Path(home) if home else None
+
+    def settings_overrides(self) -> dict[str, Any]:
+        out = {**super().settings_overrides(), "broker_url": None, "result_backend": None,
+               "job_store_url": None}
+        if self.home:
+            out["home"] = self.home.expanduser().resolve()
+        return out
+
+
+#: The guide's development backend. Workers are separate processes, so "in memory" is
+#: served by the local files backend: same zero setup, and jobs survive a restart.
+InMemoryBackend = LocalBackend
+
+
+class SQSBackend(QueueBackend):
+    """AWS SQS as broker with DynamoDB job records (the guide's ``SQSBackend``)."""
+
+    def __init__(self, queue_url: str | None = None, region_name: str = "us-east-1",
+                 dynamodb_table: str | None = None, queue_name: str = "pdf",
+                 **options: Any) -> None:
+        super().__init__(queue_name)
+        raise NotImplementedError(
+            "SQSBackend is not available in this version of pdftasks yet: use RedisBackend "
+            "or the local default")
+
+
+JobCallback = Callable[[Job], Any]
+FailureCallback = Callable[[Job, str], Any]
+
+
+class PDFQueueManager:
+    """Submit, follow and manage PDF jobs (the guide's API), executed by Celery workers.
+
+    Args:
+        backend: Where jobs go; default: the ``PDFTASKS_*`` environment (local files when no
+            broker is configured).
+        pdf_service: Templates and output directories (``PDFService``); default: from the
+            environment. Local workers started by ``start()`` use it too.
+        num_workers: Worker processes ``start()`` runs on this machine.
+        poll_interval: Default seconds between status checks in ``wait_for_job``.
+        max_retries: Default retries of transient failures per job.
+    """
+
+    def __init__(self, backend: QueueBackend | None = None,
+                 pdf_service: PDFService | None = None, num_workers: int = 2,
+                 poll_interval: float = 0.2, max_retries: int | None = None) -> None:
+        self.backend = backend or _backend_from_settings(get_settings())
+        self.pdf_service = pdf_service
+        self.num_workers = num_workers
+        self.poll_interval = poll_interval
+        overrides = self.backend.settings_overrides()
+        if pdf_service is not None:
+            overrides.update(templates_dir=pdf_service.templates_dir,
+                             output_dir=pdf_service.output_dir,
+                             allowed_url_prefixes=",".join(
+                                 pdf_service.config.allowed_url_prefixes))
+        if max_retries is not None:
+            overrides["default_max_retries"] = max_retries
+        self.settings: Settings = Settings(**{**get_settings().model_dump(), **overrides})
+        self.app: Celery = create_app(self.settings)
+        self.task = self.app.tasks[GENERATE_PDF]
+        self.store: JobStore = job_store(self.app)
+        self.backend.bind(self.store)
+        self._worker: subprocess.Popen[bytes] | None = None
+        self._worker_log: Path | None = None
+        self._callbacks: dict[str, Callable[..., Any] | None] = {"completed": None,
+                                                                 "failed": None}
+        self._listener: threading.Thread | None = None
+        self._stop_listener = threading.Event()
+        self._workers_cache: tuple[float, int] = (0.0, 0)
+
+    # Submitting.
+
+    def submit_job(self, template: str, data: Mapping[str, Any], output_filename: str,
+                   css_file: str | None = None,
+                   priority: JobPriority | str | int = JobPriority.NORMAL,
+                   metadata: Mapping[str, Any] | None = None,
+                   max_retries: int | None = None) -> str:
+        """Queue one job; return its id. Bad input raises a typed ``InvalidJobError``."""
+        return self.submit_batch([{"template": template, "data": data,
+                                   "output": output_filename, "css_file": css_file,
+                                   "priority": priority, "metadata": metadata,
+                                   "max_retries": max_retries}])[0]
+
+    def submit_batch(self, jobs: Iterable[Mapping[str, Any]],
+                     priority: JobPriority | str | int = JobPriority.NORMAL) -> list[str]:
+        """Queue many jobs over one connection; return their ids in order.
+
+        Each item has ``template``, ``data``, ``output`` (or ``output_filename``) and
+        optionally ``priority``, ``css_file``, ``metadata``, ``max_retries``. Every item is
+        checked before anything is queued: one bad item raises and queues nothing.
+        """
+        records: list[Job] = []
+        for item in jobs:
+            bound = {
+                "template": item.get("template"), "data": item.get("data"),
+                "output_filename": item.get("output", item.get("output_filename")),
+                "css_file": item.get("css_file"),
+                "priority": item.get("priority") if item.get("priority") is not None
+                else priority,
+                "metadata": item.get("metadata"), "max_retries": item.get("max_retries"),
+            }
+            prio = submit_checks(self.app, bound["template"], bound["data"],
+                                 bound["output_filename"], bound["priority"],
+                                 bound["css_file"], service=self.pdf_service)
+            bound["priority"] = prio.label
+            records.append(make_job(self.app, None, bound))
+        self.store.create_many(records)
+        try:
+            with self.app.producer_or_acquire() as producer:
+                for job in records:
+                    self.task.apply_async(
+                        kwargs=_task_kwargs(job), task_id=job.job_id, producer=producer,
+                        pdftasks_recorded=True)
+        except BrokerUnavailableError:
+            self.store.delete(j.job_id for j in records)
+            raise
+        return [job.job_id for job in records]
+
+    # Following.
+
+    def get_job(self, job_id: str) -> Job | None:
+        return self.store.get(job_id)
+
+    def get_job_status(self, job_id: str) -> JobStatus | None:
+        """The job's status, or None for an unknown id."""
+        job = self.store.get(job_id)
+        return job.status if job else None
+
+    def wait_for_job(self, job_id: str, timeout: float | None = None,
+                     poll_interval: float | None = None) -> Job:
+        """Block until the job completed and return it.
+
+        Raises:
+            TimeoutError: not finished within ``timeout`` seconds.
+            RuntimeError: the job FAILED (its error is the message) or was CANCELLED.
+            JobNotFoundError: no such job.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        interval = poll_interval or self.poll_interval
+        while True:
+            job = self.store.get(job_id)
+            if job is None:
+                raise JobNotFoundError(f"no job {job_id}")
+            if job.status is JobStatus.COMPLETED:
+                return job
+            if job.status is JobStatus.FAILED:
+                raise RuntimeError(f"Job {job_id} failed: {job.error}")
+            if job.status is JobStatus.CANCELLED:
+                raise RuntimeError(f"Job {job_id} was cancelled")
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"Job {job_id} not finished after {timeout} s "
+                                   f"(status: {job.status.value})")
+            time.sleep(interval if deadline is None
+                       else max(0.0, min(interval, deadline - time.monotonic())))
+
+    # Managing.
+
+    def cancel_job(self, job_id: str) -> bool:
+        """Cancel a PENDING or RETRYING job. False if it is processing, finished or unknown.
+
+        The worker checks the record before rendering, so this works on any broker; a
+        revoke is sent as well where the broker supports remote control.
+        """
+        if not self.store.transition(job_id, JobStatus.CANCELLED,
+                                     (JobStatus.PENDING, JobStatus.RETRYING),
+                                     completed_at=_now()):
+            return False
+        with contextlib.suppress(Exception):
+            self.app.control.revoke(job_id)
+        with contextlib.suppress(Exception):
+            self.store.publish({"event": "cancelled", "job_id": job_id, "error": None,
+                                "ts": time.time()})
+        return True
+
+    def retry_job(self, job_id: str) -> bool:
+        """Queue a FAILED (or CANCELLED) job again under the same id; False otherwise."""
+        job = self.store.get(job_id)
+        if job is None or not self.store.transition(
+                job_id, JobStatus.PENDING, (JobStatus.FAILED, JobStatus.CANCELLED),
+                error=None, started_at=None, completed_at=None, retry_count=0, attempts=0):
+            return False
+        self.task.apply_async(kwargs=_task_kwargs(job), task_id=job_id,
+                              pdftasks_recorded=True)
+        return True
+
+    def get_queue_stats(self) -> dict[str, Any]:
+        """Counts from the job store, queue depth from the broker, and workers."""
+        counts = self.store.counts()
+        totals = {s.value: sum(by_prio.values()) for s, by_prio in counts.items()}
+        return {
+            "total_jobs": sum(totals.values()),
+            **totals,
+            "pending_by_priority": {p.label: counts[JobStatus.PENDING][p] for p in JobPriority},
+            "queue_depth": self.queue_depth(),
+            "workers": self.worker_count(),
+            "running": self.running,
+        }
+
+    def queue_depth(self) -> dict[str, int | None]:
+        """Messages waiting in each priority queue (None where the broker cannot tell)."""
+        out: dict[str, int | None] = {}
+        try:
+            with self.app.connection_for_read() as conn:
+                channel = conn.default_channel
+                for name in queue_names(self.settings.queue_namespace):
+                    try:
+                        out[name] = channel.queue_declare(name, passive=True).message_count
+                    except Exception:
+                        out[name] = 0
+        except Exception:
+            out = {name: None for name in queue_names(self.settings.queue_namespace)}
+        return out
+
+    def worker_count(self) -> int:
+        """Worker processes answering on the broker (cached 5 s); local ones if none answer."""
+        stamp, count = self._workers_cache
+        if time.monotonic() - stamp < 5:
+            return count
+        count = 0
+        with contextlib.suppress(Exception):
+            replies = self.app.control.inspect(timeout=0.5).stats() or {}
+            count = sum(int(r.get("pool", {}).get("max-concurrency", 0))
+                        for r in replies.values())
+        if not count and self.running:
+            count = self.num_workers
+        self._workers_cache = (time.monotonic(), count)
+        return count
+
+    # Local workers.
+
+    @property
+    def running(self) -> bool:
+        """True while workers started by ``start()`` run. Set False to kill them at once."""
+        return self._worker is not None and self._worker.poll() is None
+
+    @running.setter
+    def running(self, value: bool) -> None:
+        if value:
+            self.start()
+        else:
+            self.stop(timeout=0)
+
+    def start(self, timeout: float = 60) -> None:
+        """Start ``num_workers`` worker processes here, configured like this manager."""
+        if self.running:
+            return
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PDFTASKS_")}
+        env.update(self.settings.to_env())
+        self.settings.home.mkdir(parents=True, exist_ok=True)
+        self._worker_log = self.settings.home / f"worker-{os.getpid()}-{id(self)}.log"
+        with open(self._worker_log, "ab") as log_file:
+            self._worker = subprocess.Popen(
+                [sys.executable, "-m", "pdftasks", "worker", "-c", str(self.num_workers),
+                 "-l", "INFO", "-n", f"manager-{os.getpid()}-{id(self)}@%h"],
+                env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while " ready." not in self._worker_log.read_text(errors="replace"):
+            if self._worker.poll() is not None or time.monotonic() > deadline:
+                self.stop(timeout=0)
+                raise RuntimeError(f"workers did not start; see {self._worker_log}")
+            time.sleep(0.1)
+        log.info("started %d worker processes (log: %s)", self.num_workers, self._worker_log)
+
+    def stop(self, timeout: float = 30) -> None:
+        """Stop local workers: running jobs may finish within ``timeout``, then they are killed.
+
+        Jobs still queued stay queued (late acknowledgement puts reserved ones back).
+        """
+        self._stop_listener.set()
+        worker, self._worker = self._worker, None
+        if worker is None or worker.poll() is not None:
+            return
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=timeout if timeout > 0 else 0.001)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+
+    def __enter__(self) -> PDFQueueManager:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # Callbacks.
+
+    @property
+    def on_job_completed(self) -> JobCallback | None:
+        """``fn(job)``, called in this process once for each job that completes."""
+        return self._callbacks["completed"]
+
+    @on_job_completed.setter
+    def on_job_completed(self, fn: JobCallback | None) -> None:
+        self._callbacks["completed"] = fn
+        self._listen()
+
+    @property
+    def on_job_failed(self) -> FailureCallback | None:
+        """``fn(job, error)``, for each failed attempt (``job.retry_count`` tells which;
+        ``job.status`` is RETRYING when another attempt follows, FAILED when final)."""
+        return self._callbacks["failed"]
+
+    @on_job_failed.setter
+    def on_job_failed(self, fn: FailureCallback | None) -> None:
+        self._callbacks["failed"] = fn
+        self._listen()
+
+    def _listen(self) -> None:
+        if self._listener is not None and self._listener.is_alive():
+            return
+        self._stop_listener.clear()
+        ready = threading.Event()
+        self._listener = threading.Thread(target=self._dispatch, args=(ready,),
+                                          name="pdftasks-events", daemon=True)
+        self._listener.start()
+        ready.wait(5)
+
+    def _dispatch(self, ready: threading.Event) -> None:
+        events = self.store.events(self._stop_listener)
+        ready.set()
+        for event in events:
+            kind = event.get("event")
+            callback = self._callbacks["completed" if kind == "completed" else "failed"]
+            if callback is None or kind not in ("completed", "failed", "retrying"):
+                continue
+            job = self.store.get(event["job_id"])
+            if job is None:
+                continue
+            try:
+                callback(job) if kind == "completed" else callback(job, event.get("error"))
+            except Exception:
+                log.exception("job callback failed for %s", job.job_id)
+
+
+def _task_kwargs(job: Job) -> dict[str, Any]:
+    return {"template": job.template, "data": job.data,
+            "output_filename": job.output_filename, "priority": job.priority.label,
+            "css_file": job.css_file, "max_retries": job.max_retries,
+            "metadata": job.metadata}
+
+
+def _now() -> Any:
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC)
+
+
+def _backend_from_settings(s: Settings) -> QueueBackend:
+    if s.is_local:
+        return LocalBackend(queue_name=s.queue_namespace)
+    if s.effective_broker_url.startswith(("redis://", "rediss://")):
+        return RedisBackend(url=s.effective_broker_url, queue_name=s.queue_namespace)
+    raise ValueError(f"no PDFQueueManager backend for broker {s.effective_broker_url!r}")

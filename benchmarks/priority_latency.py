@@ -52,6 +52,7 @@ Run: ``.venv/bin/python benchmarks/priority_latency.py`` (about 1-2 minutes with
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import os
 import random
@@ -59,6 +60,7 @@ import shutil
 import sys
 import tempfile
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,7 +146,11 @@ def run_pdftasks(args: argparse.Namespace, redis_url: str, tmp: Path,
 
     from pdftasks.celery_app import app, queue_name
     from pdftasks.samples import sample_invoice
-    from pdftasks.tasks import generate_pdf
+
+    try:
+        from pdftasks import generate_pdf  # the public name
+    except ImportError:  # older layout: defined in pdftasks.tasks
+        from pdftasks.tasks import generate_pdf  # type: ignore[attr-defined,no-redef]
 
     res = SetupResult(f"pdftasks (4 queues, strict, prefetch 1, c={args.concurrency})")
     started = time.monotonic()
@@ -157,6 +163,8 @@ def run_pdftasks(args: argparse.Namespace, redis_url: str, tmp: Path,
     r = redis.Redis.from_url(redis_url)
     low_key = queue_name("low")
     rng = random.Random(args.seed)
+    lows: list[Any] = []
+    job: Any = None
     try:
         worker.start()
         log(f"pdftasks: worker ready in {worker.wait_ready(celery_ping(app, hostname)):.1f} s")
@@ -170,8 +178,8 @@ def run_pdftasks(args: argparse.Namespace, redis_url: str, tmp: Path,
         cpu = CpuMonitor([worker.proc.pid, redis_session])
         cpu.start()
         t0 = time.monotonic()
-        lows = [submit(sample_invoice(i), f"low_{i:04d}.pdf", "low")
-                for i in range(1, args.low + 1)]
+        lows[:] = [submit(sample_invoice(i), f"low_{i:04d}.pdf", "low")
+                   for i in range(1, args.low + 1)]
         res.low_total = len(lows)
         log(f"pdftasks: queued {len(lows)} low jobs in {time.monotonic() - t0:.1f} s; "
             f"submitting {args.urgent} urgent jobs one at a time")
@@ -203,6 +211,11 @@ def run_pdftasks(args: argparse.Namespace, redis_url: str, tmp: Path,
         log(f"pdftasks: done; {res.lows_done} low jobs rendered, {backlog_after} still "
             f"queued (purged {purged})")
     finally:
+        # Drop the AsyncResults while Redis still runs: an AsyncResult that is garbage
+        # collected unsubscribes from its result channel, and retries for a long time
+        # against a stopped server (an exception's traceback would keep them alive).
+        lows.clear()
+        job = None
         try:
             worker.stop()
         finally:
@@ -235,6 +248,9 @@ def run_stock(args: argparse.Namespace, redis_url: str, tmp: Path, interval_s: f
         env=env, log_path=tmp / "stock-worker.log", cwd=tmp)
     r = redis.Redis.from_url(redis_url)
     queue_key = stock.app.conf.task_default_queue  # "celery"
+    lows: list[Any] = []
+    urgent: list[tuple[float, Any]] = []
+    job: Any = None
     try:
         worker.start()
         log(f"stock: worker ready in "
@@ -248,11 +264,11 @@ def run_stock(args: argparse.Namespace, redis_url: str, tmp: Path, interval_s: f
         cpu = CpuMonitor([worker.proc.pid, redis_session])
         cpu.start()
         t0 = time.monotonic()
-        lows = [submit(sample_invoice(i), f"low_{i:04d}.pdf") for i in range(1, args.low + 1)]
+        lows[:] = [submit(sample_invoice(i), f"low_{i:04d}.pdf")
+                   for i in range(1, args.low + 1)]
         res.low_total = len(lows)
         log(f"stock: queued {len(lows)} low jobs in {time.monotonic() - t0:.1f} s; "
             f"submitting {args.urgent} urgent jobs every {interval_s:.3f} s without waiting")
-        urgent = []
         next_at = time.monotonic()
         for j in range(args.urgent):
             delay = next_at - time.monotonic()
@@ -293,6 +309,9 @@ def run_stock(args: argparse.Namespace, redis_url: str, tmp: Path, interval_s: f
         purged = stock.app.control.purge()
         log(f"stock: done; {res.lows_done} low jobs rendered (purged {purged})")
     finally:
+        lows.clear()  # see run_pdftasks
+        urgent.clear()
+        job = None
         try:
             worker.stop()
         finally:
@@ -388,40 +407,62 @@ def main(argv: list[str] | None = None) -> int:
     begin = time.monotonic()
     args.load_before = "/".join(f"{x:.2f}" for x in os.getloadavg())
     tmp = Path(tempfile.mkdtemp(prefix="pdftasks-bench-"))
+    server = RedisServer(tmp / "redis")
     try:
-        with sigterm_as_exit(), RedisServer(tmp / "redis") as server:
-            log(f"redis-server on port {server.port}; tmp dir {tmp}")
-            # Before pdftasks is imported: settings are read once.
-            for key in [k for k in os.environ if k.startswith("PDFTASKS_")]:
-                del os.environ[key]
-            os.environ.update({
-                "PDFTASKS_BROKER_URL": server.url(0),
-                "PDFTASKS_TEMPLATES_DIR": str(ROOT / "templates"),
-                "PDFTASKS_OUTPUT_DIR": str(tmp / "output-pdftasks"),
-                "PDFTASKS_HOME": str(tmp / "home"),
-                "PDFTASKS_LOG_LEVEL": "WARNING",
-            })
-            assert server.proc is not None
-            redis_session = server.proc.pid
-            results = [run_pdftasks(args, server.url(0), tmp, redis_session)]
-            interval = results[0].interval_s()
-            if math.isnan(interval):
-                interval = args.gap + 0.1
-            estimate = results[0].render_ms
-            if math.isnan(estimate):
-                estimate = 100.0
-            if not args.skip_stock:
-                results.append(run_stock(args, server.url(1), tmp, interval,
-                                         estimate, redis_session))
+        with sigterm_as_exit():
+            try:
+                results, interval = run_all(args, server, tmp)
+            except KeyboardInterrupt:
+                log("interrupted; cleaning up")
+                return 130
+            except SystemExit as exc:
+                log("terminated; cleaning up")
+                return exc.code if isinstance(exc.code, int) else 1
+            except Exception:
+                traceback.print_exc()
+                log("failed; cleaning up")
+                return 1
+            finally:
+                # The traceback of an error is gone once its handler has run; collect the
+                # AsyncResults it kept alive now, while Redis still answers their
+                # unsubscribe (against a stopped server, each one retries for seconds).
+                gc.collect()
+                server.stop()
         ok = report(args, results, interval)
         print(f"\ntotal run time {time.monotonic() - begin:.1f} s")
         return 0 if ok or not args.check else 1
-    except KeyboardInterrupt:
-        log("interrupted; cleaned up")
-        return 130
     finally:
+        server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
+
+def run_all(args: argparse.Namespace, server: RedisServer,
+            tmp: Path) -> tuple[list[SetupResult], float]:
+    """Start Redis, run both setups, return their results and the urgent cadence."""
+    server.start()
+    log(f"redis-server on port {server.port}; tmp dir {tmp}")
+    # Before pdftasks is imported: settings are read once.
+    for key in [k for k in os.environ if k.startswith("PDFTASKS_")]:
+        del os.environ[key]
+    os.environ.update({
+        "PDFTASKS_BROKER_URL": server.url(0),
+        "PDFTASKS_TEMPLATES_DIR": str(ROOT / "templates"),
+        "PDFTASKS_OUTPUT_DIR": str(tmp / "output-pdftasks"),
+        "PDFTASKS_HOME": str(tmp / "home"),
+        "PDFTASKS_LOG_LEVEL": "WARNING",
+    })
+    assert server.proc is not None
+    redis_session = server.proc.pid
+    results = [run_pdftasks(args, server.url(0), tmp, redis_session)]
+    interval = results[0].interval_s()
+    if math.isnan(interval):
+        interval = args.gap + 0.1
+    estimate = results[0].render_ms
+    if math.isnan(estimate):
+        estimate = 100.0
+    if not args.skip_stock:
+        results.append(run_stock(args, server.url(1), tmp, interval, estimate, redis_session))
+    return results, interval
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -28,14 +28,19 @@ def queue_names(namespace: str | None = None) -> list[str]:
     return [queue_name(p, namespace) for p in JobPriority]
 
 
-def route_by_priority(name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-                      options: dict[str, Any], task: Any = None,
-                      **kw: Any) -> dict[str, Any] | None:
+class PriorityRouter:
     """Celery router: ``generate_pdf`` goes to the queue of its ``priority`` argument."""
-    if name != GENERATE_PDF:
-        return None
-    priority = kwargs.get("priority", args[3] if len(args) > 3 else JobPriority.NORMAL)
-    return {"queue": queue_name(priority)}
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+
+    def __call__(self, name: str, args: Any, kwargs: Any, options: dict[str, Any],
+                 task: Any = None, **kw: Any) -> dict[str, Any] | None:
+        if name != GENERATE_PDF:
+            return None
+        args, kwargs = args or (), kwargs or {}
+        priority = kwargs.get("priority", args[3] if len(args) > 3 else JobPriority.NORMAL)
+        return {"queue": queue_name(priority, self.namespace)}
 
 
 def broker_transport_options(s: Settings) -> dict[str, Any]:
@@ -78,7 +83,7 @@ def configure(app: Celery, s: Settings) -> None:
         task_default_queue=f"{ns}.normal",
         task_default_exchange=ns,
         task_default_routing_key=f"{ns}.normal",
-        task_routes=(route_by_priority,),
+        task_routes=(PriorityRouter(ns),),
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],

@@ -24,7 +24,7 @@ from celery import Celery
 
 from pdftasks.celery_app import GENERATE_PDF, create_app, queue_names
 from pdftasks.enums import JobPriority, JobStatus
-from pdftasks.errors import BrokerUnavailableError, JobNotFoundError
+from pdftasks.errors import JobNotFoundError
 from pdftasks.jobstore import Job, JobStore
 from pdftasks.render import PDFService
 from pdftasks.settings import Settings, get_settings
@@ -204,14 +204,17 @@ class PDFQueueManager:
             bound["priority"] = prio.label
             records.append(make_job(self.app, None, bound))
         self.store.create_many(records)
+        published = 0
         try:
             with self.app.producer_or_acquire() as producer:
                 for job in records:
                     self.task.apply_async(
                         kwargs=_task_kwargs(job), task_id=job.job_id, producer=producer,
                         pdftasks_recorded=True)
-        except BrokerUnavailableError:
-            self.store.delete(j.job_id for j in records)
+                    published += 1
+        except BaseException:
+            # Nothing half-recorded: jobs that were not queued lose their records.
+            self.store.delete(j.job_id for j in records[published:])
             raise
         return [job.job_id for job in records]
 

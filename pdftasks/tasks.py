@@ -164,8 +164,8 @@ class PdfTask(Task):
         store.create(job)
         try:
             return self._publish((), bound, options)
-        except BrokerUnavailableError:
-            store.delete([job.job_id])
+        except BaseException:
+            store.delete([job.job_id])  # nothing half-recorded
             raise
 
     def _publish(self, args: Any, kwargs: Any, options: dict[str, Any]) -> Any:

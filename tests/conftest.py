@@ -54,7 +54,7 @@ def redis_url() -> Iterator[str]:
     """A private redis-server (no persistence) for the whole session; fails if missing."""
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.fail("redis-server is not installed: run `make setup` (apt-get install redis-server)")
+        pytest.fail("redis-server is not installed: run `scripts/setup.sh --test`")
     proc = subprocess.Popen(
         [binary, "--port", str(REDIS_PORT), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no", "--dir", str(_TMP)],

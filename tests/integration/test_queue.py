@@ -11,7 +11,7 @@ import time
 import pytest
 from celery.result import AsyncResult
 
-from pdftasks import app, errors, generate_pdf
+from pdftasks import errors, generate_pdf
 from pdftasks.samples import sample_invoice
 from tests.conftest import pdf_text
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pdftasks import JobPriority, errors
-from pdftasks.celery_app import GENERATE_PDF, queue_names, route_by_priority
+from pdftasks.celery_app import GENERATE_PDF, PriorityRouter, queue_names
 from pdftasks.settings import Settings
 
 
@@ -31,11 +31,15 @@ def test_queues_are_in_strict_order() -> None:
     ((), {"priority": "urgent"}, "pdf.urgent"),
     (("t", {}, "o.pdf", "high"), {}, "pdf.high"),
     ((), {}, "pdf.normal"),
+    (None, None, "pdf.normal"),
     ((), {"priority": JobPriority.LOW}, "pdf.low"),
 ])
 def test_router_follows_the_priority_argument(args, kwargs, queue) -> None:
-    assert route_by_priority(GENERATE_PDF, args, kwargs, {}) == {"queue": queue}
-    assert route_by_priority("other.task", args, kwargs, {}) is None
+    route = PriorityRouter("pdf")
+    assert route(GENERATE_PDF, args, kwargs, {}) == {"queue": queue}
+    assert route("other.task", args, kwargs, {}) is None
+    assert PriorityRouter("acme")(GENERATE_PDF, args, kwargs, {}) == {
+        "queue": queue.replace("pdf.", "acme.")}
 
 
 def test_settings_refuse_a_visibility_timeout_shorter_than_a_render() -> None:

@@ -276,3 +276,17 @@ class CpuMonitor:
         wall = now[0] - self._start[0]
         foreign = (now[1] - self._start[1]) - (now[2] - self._start[2])
         return max(0.0, foreign / self.tick / wall) if wall > 0 else math.nan
+
+
+def release_results(app: Any, results: Sequence[Any]) -> None:
+    """Stop tracking ``results`` (Celery AsyncResults) while the result backend still runs.
+
+    With the Redis result backend every sent task subscribes to its result channel, and an
+    AsyncResult that is interrupted in ``get()`` stays registered with the backend until
+    the interpreter exits; its ``__del__`` then unsubscribes and, against a Redis server
+    that was already stopped, retries for about 20 s and prints a traceback. Call this in
+    the ``finally`` of a benchmark phase, before stopping Redis.
+    """
+    for result in results:
+        with contextlib.suppress(Exception):
+            app.backend.remove_pending_result(result)

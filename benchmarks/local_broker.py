@@ -370,6 +370,9 @@ def main() -> int:
     try:
         with sigterm_as_exit():
             outcomes = run_all(tmp, args)
+    except (KeyboardInterrupt, SystemExit):
+        log("interrupted: workers stopped, temporary files removed")
+        raise
     finally:
         if args.keep:
             log(f"kept {tmp}")

@@ -77,6 +77,7 @@ from _common import (  # noqa: E402
     mean,
     percentile,
     print_table,
+    release_results,
     sigterm_as_exit,
 )
 
@@ -115,7 +116,7 @@ class SetupResult:
 
 
 def result_metas(app: Any, results: list[Any]) -> list[dict[str, Any] | None]:
-    """Result metadata of many jobs in one Redis MGET (None = no result stored yet)."""
+    """Result metadata of many jobs, by Redis MGET (None = no result stored yet)."""
     if not results:
         return []
     backend = app.backend
@@ -164,14 +165,16 @@ def run_pdftasks(args: argparse.Namespace, redis_url: str, tmp: Path,
     low_key = queue_name("low")
     rng = random.Random(args.seed)
     lows: list[Any] = []
+    held: list[Any] = []  # every AsyncResult sent, to release at the end
     job: Any = None
     try:
         worker.start()
         log(f"pdftasks: worker ready in {worker.wait_ready(celery_ping(app, hostname)):.1f} s")
 
         def submit(data: dict[str, Any], name: str, priority: str = "normal") -> Any:
-            return generate_pdf.delay(template=TEMPLATE, data=data, output_filename=name,
-                                      priority=priority)
+            held.append(generate_pdf.delay(template=TEMPLATE, data=data,
+                                           output_filename=name, priority=priority))
+            return held[-1]
 
         warm_up(submit, 2 * args.concurrency)
         assert worker.proc is not None
@@ -211,9 +214,9 @@ def run_pdftasks(args: argparse.Namespace, redis_url: str, tmp: Path,
         log(f"pdftasks: done; {res.lows_done} low jobs rendered, {backlog_after} still "
             f"queued (purged {purged})")
     finally:
-        # Drop the AsyncResults while Redis still runs: an AsyncResult that is garbage
-        # collected unsubscribes from its result channel, and retries for a long time
-        # against a stopped server (an exception's traceback would keep them alive).
+        # While Redis still runs: see release_results.
+        release_results(app, held)
+        held.clear()
         lows.clear()
         job = None
         try:
@@ -250,6 +253,7 @@ def run_stock(args: argparse.Namespace, redis_url: str, tmp: Path, interval_s: f
     queue_key = stock.app.conf.task_default_queue  # "celery"
     lows: list[Any] = []
     urgent: list[tuple[float, Any]] = []
+    held: list[Any] = []
     job: Any = None
     try:
         worker.start()
@@ -257,7 +261,8 @@ def run_stock(args: argparse.Namespace, redis_url: str, tmp: Path, interval_s: f
             f"{worker.wait_ready(celery_ping(stock.app, hostname)):.1f} s")
 
         def submit(data: dict[str, Any], name: str) -> Any:
-            return stock.render.delay(TEMPLATE, data, name)
+            held.append(stock.render.delay(TEMPLATE, data, name))
+            return held[-1]
 
         warm_up(submit, 2 * args.concurrency)
         assert worker.proc is not None
@@ -309,7 +314,9 @@ def run_stock(args: argparse.Namespace, redis_url: str, tmp: Path, interval_s: f
         purged = stock.app.control.purge()
         log(f"stock: done; {res.lows_done} low jobs rendered (purged {purged})")
     finally:
-        lows.clear()  # see run_pdftasks
+        release_results(stock.app, held)  # see run_pdftasks
+        held.clear()
+        lows.clear()
         urgent.clear()
         job = None
         try:

@@ -8,6 +8,14 @@ from pdftasks.errors import (
     PermanentError,
     TransientError,
 )
+from pdftasks.jobs import (
+    InMemoryBackend,
+    Job,
+    LocalBackend,
+    PDFQueueManager,
+    RedisBackend,
+    SQSBackend,
+)
 from pdftasks.render import PDFService, PDFServiceConfig, RenderResult
 
 generate_pdf = app.tasks[GENERATE_PDF]
@@ -15,6 +23,12 @@ generate_pdf = app.tasks[GENERATE_PDF]
 __all__ = [
     "app",
     "generate_pdf",
+    "PDFQueueManager",
+    "Job",
+    "RedisBackend",
+    "LocalBackend",
+    "InMemoryBackend",
+    "SQSBackend",
     "JobPriority",
     "JobStatus",
     "PDFService",

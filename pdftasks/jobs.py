@@ -137,11 +137,14 @@ class PDFQueueManager:
         num_workers: Worker processes ``start()`` runs on this machine.
         poll_interval: Default seconds between status checks in ``wait_for_job``.
         max_retries: Default retries of transient failures per job.
+        settings: Further ``Settings`` fields for this manager and its local workers
+            (e.g. ``{"soft_time_limit_s": 30}``); the environment supplies the rest.
     """
 
     def __init__(self, backend: QueueBackend | None = None,
                  pdf_service: PDFService | None = None, num_workers: int = 2,
-                 poll_interval: float = 0.2, max_retries: int | None = None) -> None:
+                 poll_interval: float = 0.2, max_retries: int | None = None,
+                 settings: Mapping[str, Any] | None = None) -> None:
         self.backend = backend or _backend_from_settings(get_settings())
         self.pdf_service = pdf_service
         self.num_workers = num_workers
@@ -154,6 +157,7 @@ class PDFQueueManager:
                                  pdf_service.config.allowed_url_prefixes))
         if max_retries is not None:
             overrides["default_max_retries"] = max_retries
+        overrides.update(settings or {})
         self.settings: Settings = Settings(**{**get_settings().model_dump(), **overrides})
         self.app: Celery = create_app(self.settings)
         self.task = self.app.tasks[GENERATE_PDF]
@@ -316,17 +320,14 @@ class PDFQueueManager:
     def worker_count(self) -> int:
         """Worker processes answering on the broker (cached 5 s); local ones if none answer."""
         stamp, count = self._workers_cache
-        if time.monotonic() - stamp < 5:
-            return count
-        count = 0
-        with contextlib.suppress(Exception):
-            replies = self.app.control.inspect(timeout=0.5).stats() or {}
-            count = sum(int(r.get("pool", {}).get("max-concurrency", 0))
-                        for r in replies.values())
-        if not count and self.running:
-            count = self.num_workers
-        self._workers_cache = (time.monotonic(), count)
-        return count
+        if time.monotonic() - stamp >= 5:
+            count = 0
+            with contextlib.suppress(Exception):
+                replies = self.app.control.inspect(timeout=0.5).stats() or {}
+                count = sum(int(r.get("pool", {}).get("max-concurrency", 0))
+                            for r in replies.values())
+            self._workers_cache = (time.monotonic(), count)
+        return count or (self.num_workers if self.running else 0)
 
     # Local workers.
 

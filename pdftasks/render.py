@@ -300,6 +300,10 @@ class PDFService:
         return RenderResult(path=str(path), pages=pages, bytes=len(pdf),
                             duration_ms=round((time.perf_counter() - started) * 1000, 1))
 
+    def cleanup_old_files(self, days: float) -> int:
+        """Delete PDFs older than ``days`` from the output directory; return how many."""
+        return len(self.storage.delete_older_than(time.time() - days * 86400))
+
     def warm_up(self) -> float:
         """Render a tiny document so fonts and layout code are loaded; return ms taken."""
         started = time.perf_counter()

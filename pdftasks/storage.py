@@ -73,3 +73,27 @@ class LocalStorage:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp_name)
         return path
+
+    def delete_older_than(self, cutoff: float, dry_run: bool = False) -> list[Path]:
+        """Delete PDFs in the output directory modified before ``cutoff`` (epoch seconds).
+
+        Only regular files directly inside the directory: symlinks and subdirectories are
+        never followed or touched. Returns what was (or, with ``dry_run``, would be) deleted.
+        """
+        deleted = []
+        if not self.output_dir.is_dir():
+            return deleted
+        with os.scandir(self.output_dir) as entries:
+            for entry in entries:
+                if entry.is_symlink() or not entry.is_file(follow_symlinks=False):
+                    continue
+                if not entry.name.lower().endswith((".pdf", ".tmp")):
+                    continue
+                if entry.stat(follow_symlinks=False).st_mtime >= cutoff:
+                    continue
+                path = Path(entry.path)
+                if not dry_run:
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+                deleted.append(path)
+        return deleted

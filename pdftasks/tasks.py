@@ -221,7 +221,7 @@ def _generate_pdf(self: Task, template: str, data: Mapping[str, Any], output_fil
     """Render ``template`` with ``data`` to ``output_filename`` in the output directory.
 
     Returns ``{"path", "pages", "bytes", "duration_ms", "started_at", "priority",
-    "worker_pid"}``. Permanent errors (bad template, data, path, time limit) fail at once;
+    "worker_pid", "queue"}``. Permanent errors (bad template, data, path, time limit) fail at once;
     transient ones (storage) are retried with exponential backoff and jitter, up to
     ``max_retries``. A cancelled job is skipped and never produces a file.
     """
@@ -254,7 +254,8 @@ def _generate_pdf(self: Task, template: str, data: Mapping[str, Any], output_fil
             f"render exceeded the soft time limit of {limit:g} s and was stopped "
             "(runaway template?)") from exc
     result.extra.update(started_at=started_at, priority=JobPriority.parse(priority).label,
-                        worker_pid=os.getpid())
+                        worker_pid=os.getpid(),
+                        queue=(self.request.delivery_info or {}).get("routing_key"))
     log.info("rendered %s (%s pages, %.0f ms)", Path(result.path).name, result.pages,
              result.duration_ms)
     return result.as_dict()

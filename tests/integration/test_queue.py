@@ -89,7 +89,7 @@ def test_bad_jobs_fail_with_clear_errors_and_are_not_retried(start_worker, outpu
     threading.Thread(target=server.serve_forever, daemon=True).start()
     start_worker(concurrency=2, soft_time_limit_s=3, hard_time_limit_s=10)
     cases = {
-        "missing_var.pdf": ("invoice.html", {"invoice_number": "X", "items": [], "total": 0},
+        "missing_var.pdf": ("strict.html", {"invoice_number": "X"},
                             errors.MissingVariableError, "client_name"),
         "local_file.pdf": ("local_file.html", {"title": "t"}, errors.UnsafeResourceError,
                            "file:///etc/hostname"),

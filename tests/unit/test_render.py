@@ -49,7 +49,7 @@ def test_sandbox_blocks_python_internals(service: PDFService) -> None:
 
 def test_missing_variable_is_a_typed_error(service: PDFService) -> None:
     with pytest.raises(errors.MissingVariableError, match="client_name"):
-        service.render_html("invoice.html", {"invoice_number": "X", "items": [], "total": 1})
+        service.render_html("strict.html", {"invoice_number": "X"})
 
 
 def test_syntax_error_is_detected_by_check_job(service: PDFService) -> None:

@@ -34,8 +34,9 @@ Methodology
   jobs done by then (``done`` < ``jobs``) and the rate achieved.
 * Reference (5): the worker is started, ``2 x concurrency`` warm-up PDFs are rendered and
   waited for (this is also the readiness check), then ``--pdfs`` (100) PDFs are submitted in
-  a burst; rate = PDFs / (first submit -> last result ready). This is the steady rendering
-  rate: the queue never runs dry, so the broker's polling does not idle the processes.
+  a burst; rate = PDFs / (first submit -> last result ready), bounded by ``--max-seconds``
+  too. This is the steady rate with a queue that never runs dry; it still includes the
+  wait of each freed process for the broker's next poll (see below).
 * Extra reference ``render direct``: the same invoices rendered by a ``multiprocessing``
   pool of ``--concurrency`` processes calling ``pdftasks.render.PDFService`` (warmed up), with
   no broker and no result backend: the upper bound the queue can at best reach.
@@ -49,7 +50,7 @@ Methodology
 * ``other CPU`` = average CPUs used by processes other than this benchmark and its workers
   during the scenario (``/proc``); a high value means the run was disturbed.
 
-Run: ``.venv/bin/python benchmarks/local_broker.py`` (about 2-3 minutes with defaults;
+Run: ``.venv/bin/python benchmarks/local_broker.py`` (about 2 minutes with defaults;
 ``--jobs 200 --max-seconds 15 --pdfs 40`` for a quick check).
 """
 

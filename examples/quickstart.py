@@ -1,10 +1,5 @@
 # The product guide's 5-minute example; only these import lines differ from the guide.
-from pdftasks import (
-    PDFQueueManager,
-    InMemoryBackend,
-    JobPriority
-)
-from pdftasks import PDFService, PDFServiceConfig
+from pdftasks import InMemoryBackend, JobPriority, PDFQueueManager, PDFService, PDFServiceConfig
 
 # 1. Initialize backend
 backend = InMemoryBackend()

@@ -122,6 +122,9 @@ class SQSBackend(QueueBackend):
             "or the local default")
 
 
+#: Jobs recorded and published per pipeline in ``submit_batch``.
+_BATCH = 500
+
 JobCallback = Callable[[Job], Any]
 FailureCallback = Callable[[Job, str], Any]
 
@@ -193,6 +196,7 @@ class PDFQueueManager:
         checked before anything is queued: one bad item raises and queues nothing.
         """
         records: list[Job] = []
+        checked: set[tuple[Any, Any]] = set()
         for item in jobs:
             bound = {
                 "template": item.get("template"), "data": item.get("data"),
@@ -204,18 +208,23 @@ class PDFQueueManager:
             }
             prio = submit_checks(self.app, bound["template"], bound["data"],
                                  bound["output_filename"], bound["priority"],
-                                 bound["css_file"], service=self.pdf_service)
+                                 bound["css_file"], service=self.pdf_service,
+                                 checked=checked)
             bound["priority"] = prio.label
             records.append(make_job(self.app, None, bound))
-        self.store.create_many(records)
         published = 0
         try:
             with self.app.producer_or_acquire() as producer:
-                for job in records:
-                    self.task.apply_async(
-                        kwargs=_task_kwargs(job), task_id=job.job_id, producer=producer,
-                        pdftasks_recorded=True)
-                    published += 1
+                for start in range(0, len(records), _BATCH):
+                    chunk = records[start:start + _BATCH]
+                    self.store.create_many(chunk)
+                    # One Redis pipeline per chunk (kombu >= 5.7 publish batches).
+                    with producer.batch(max_size=_BATCH + 1):
+                        for job in chunk:
+                            self.task.apply_async(
+                                kwargs=_task_kwargs(job), task_id=job.job_id,
+                                producer=producer, pdftasks_recorded=True)
+                    published += len(chunk)
         except BaseException:
             # Nothing half-recorded: jobs that were not queued lose their records.
             self.store.delete(j.job_id for j in records[published:])

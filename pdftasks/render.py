@@ -190,6 +190,13 @@ class PDFService:
     def check_job(self, template: object, output_filename: object,
                   css_file: object = None, data: object = None) -> None:
         """Raise a typed ``InvalidJobError`` if the job cannot possibly succeed."""
+        self.check_template(template, css_file)
+        check_output_filename(output_filename)
+        if data is not None:
+            check_data(data, self.config.max_data_bytes)
+
+    def check_template(self, template: object, css_file: object = None) -> None:
+        """The template exists inside the templates directory and compiles; so does the CSS."""
         path = resolve_inside(self.templates_dir, template, "template")
         if not path.is_file():
             raise TemplateNotFoundError(
@@ -197,9 +204,6 @@ class PDFService:
         self._compile(str(template))
         if css_file is not None:
             self._css_path(css_file)
-        check_output_filename(output_filename)
-        if data is not None:
-            check_data(data, self.config.max_data_bytes)
 
     def _css_path(self, css_file: object) -> Path:
         path = resolve_inside(self.templates_dir, css_file, "css_file")

@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     on_completed: str | None = Field(None, description="module:function(job), worker side.")
     on_failed: str | None = Field(None, description="module:function(job, error), worker side.")
     result_expires_s: int = Field(RESULT_EXPIRES_S, ge=60)
-    local_polling_interval_s: float = Field(0.05, gt=0)
+    local_polling_interval_s: float = Field(0.01, gt=0)
     log_level: str = "INFO"
     warmup: bool = True
 

@@ -78,22 +78,28 @@ def render_service(app: Celery) -> PDFService:
 
 
 def submit_checks(app: Celery, template: Any, data: Any, output_filename: Any, priority: Any,
-                  css_file: Any = None, service: PDFService | None = None) -> JobPriority:
+                  css_file: Any = None, service: PDFService | None = None,
+                  checked: set[tuple[Any, Any]] | None = None) -> JobPriority:
     """Checks done before a job is queued; raise a typed ``InvalidJobError``.
 
     The template's existence and syntax are checked when the templates directory exists
     here (a client machine may not have the templates; the worker checks again).
+    ``checked`` remembers templates already checked within one batch.
     """
     s = app_settings(app)
     prio = JobPriority.parse(priority)
     check_data(data, s.max_data_bytes)
+    check_output_filename(output_filename)
+    if checked is not None and (template, css_file) in checked:
+        return prio
     if service is not None or s.templates_dir.is_dir():
-        (service or render_service(app)).check_job(template, output_filename, css_file)
+        (service or render_service(app)).check_template(template, css_file)
     else:
         resolve_inside(s.templates_dir, template, "template")
         if css_file is not None:
             resolve_inside(s.templates_dir, css_file, "css_file")
-        check_output_filename(output_filename)
+    if checked is not None:
+        checked.add((template, css_file))
     return prio
 
 
@@ -169,6 +175,12 @@ class PdfTask(Task):
             raise
 
     def _publish(self, args: Any, kwargs: Any, options: dict[str, Any]) -> Any:
+        # A short, data-free repr for logs and monitors: data may be large or private,
+        # and Celery's saferepr of it is the slowest part of a publish.
+        kw = kwargs or {}
+        options.setdefault("argsrepr", "()")
+        options.setdefault("kwargsrepr", repr({k: kw.get(k) for k in (
+            "template", "output_filename", "priority") if k in kw}))
         try:
             return super().apply_async(args, kwargs, **options)
         except OperationalError as exc:

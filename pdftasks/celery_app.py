@@ -104,19 +104,24 @@ def configure(app: Celery, s: Settings) -> None:
         task_publish_retry_policy={
             "max_retries": 3, "interval_start": 0, "interval_step": 0.5, "interval_max": 1,
         },
-        timezone="UTC",
+        # Events from the moment a job is sent: Flower and monitors see every job.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        timezone=s.timezone,
         enable_utc=True,
     )
 
 
 def create_app(settings: Settings | None = None) -> Celery:
     """A Celery app for ``settings`` (default: the environment), with its tasks registered."""
-    from pdftasks import tasks
+    from pdftasks import monitoring, tasks, webhooks
 
     app = Celery("pdftasks")
     app.pdftasks_settings = settings or get_settings()  # type: ignore[attr-defined]
     configure(app, app.pdftasks_settings)  # type: ignore[attr-defined]
     tasks.register(app)
+    webhooks.install(app)
+    monitoring.install(app)
     return app
 
 

@@ -346,3 +346,21 @@ def demo(invoices: int, concurrency: int, timeout: float) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
         click.echo("worker stopped")
+
+
+def _add_commands(*modules: str) -> None:
+    """Commands that live next to their feature (each module lists them in COMMANDS)."""
+    import importlib
+
+    for name in modules:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        for command in module.COMMANDS:
+            main.add_command(command)
+
+
+_add_commands("pdftasks.schedule_cli", "pdftasks.api_cli", "pdftasks.ops_cli")

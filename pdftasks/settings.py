@@ -67,6 +67,28 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     warmup: bool = True
 
+    # Scheduled reports and cleanup (Celery Beat).
+    timezone: str = Field("UTC", description="IANA zone of the schedule's times.")
+
+    # HTTP API.
+    api_keys: str = Field("", description="Comma-separated tenant:sha256-hex-of-key pairs.")
+    api_open_health: bool = True
+    api_open_metrics: bool = True
+    api_rate_limit_per_min: int = Field(600, ge=1)
+    api_max_body_bytes: int = Field(10 * 1024 * 1024, gt=0)
+    idempotency_ttl_s: int = Field(86400, ge=60)
+    webhook_secret: str | None = None
+    webhook_allowed_hosts: str = Field(
+        "", description="Comma-separated hosts/CIDRs webhooks may reach despite being private.")
+    webhook_max_retries: int = Field(8, ge=0)
+
+    # Operations: logs, worker heartbeat, Flower, Prometheus.
+    log_format: str = Field("text", pattern="^(text|json)$")
+    heartbeat_file: Path | None = Field(None, description="Touched by each worker bootstep.")
+    heartbeat_interval_s: float = Field(10.0, gt=0)
+    flower_basic_auth: str | None = Field(None, description="user:password for Flower.")
+    metrics_port: int = Field(9808, ge=1, le=65535)
+
     @field_validator("home", "templates_dir", "output_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:

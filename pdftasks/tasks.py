@@ -46,6 +46,10 @@ from pdftasks.storage import check_output_filename
 log = logging.getLogger(__name__)
 
 _RUNNABLE = (JobStatus.PENDING, JobStatus.RETRYING, JobStatus.PROCESSING)
+
+#: Called in the worker after each published transition as ``fn(app, event, job_id, error)``
+#: (event: completed, failed, retrying). Features such as webhooks and metrics append here.
+EVENT_HOOKS: list[Any] = []
 _per_app: weakref.WeakKeyDictionary[Celery, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 
@@ -110,6 +114,11 @@ def emit(app: Celery, event: str, job_id: str, error: str | None = None) -> None
         store.publish({"event": event, "job_id": job_id, "error": error, "ts": time.time()})
     except Exception:  # listeners are best effort; the record is already right
         log.exception("could not publish %s event for %s", event, job_id)
+    for fn in EVENT_HOOKS:
+        try:
+            fn(app, event, job_id, error)
+        except Exception:
+            log.exception("event hook %r failed for job %s", fn, job_id)
     s = app_settings(app)
     hook_path = s.on_completed if event == "completed" else s.on_failed
     if not hook_path or event not in ("completed", "failed", "retrying"):

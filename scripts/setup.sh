@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-extras="redis,dev"
+extras="redis,api,dev"
 packages=(libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz0b libharfbuzz-subset0 fonts-dejavu-core
           shared-mime-info)
 if [[ "${1:-}" == "--test" ]]; then

@@ -114,12 +114,13 @@ def configure(app: Celery, s: Settings) -> None:
 
 def create_app(settings: Settings | None = None) -> Celery:
     """A Celery app for ``settings`` (default: the environment), with its tasks registered."""
-    from pdftasks import monitoring, tasks, webhooks
+    from pdftasks import monitoring, schedule, tasks, webhooks
 
     app = Celery("pdftasks")
     app.pdftasks_settings = settings or get_settings()  # type: ignore[attr-defined]
     configure(app, app.pdftasks_settings)  # type: ignore[attr-defined]
     tasks.register(app)
+    schedule.register(app)
     webhooks.install(app)
     monitoring.install(app)
     return app

@@ -195,41 +195,7 @@ class PDFQueueManager:
         optionally ``priority``, ``css_file``, ``metadata``, ``max_retries``. Every item is
         checked before anything is queued: one bad item raises and queues nothing.
         """
-        records: list[Job] = []
-        checked: set[tuple[Any, Any]] = set()
-        for item in jobs:
-            bound = {
-                "template": item.get("template"), "data": item.get("data"),
-                "output_filename": item.get("output", item.get("output_filename")),
-                "css_file": item.get("css_file"),
-                "priority": item.get("priority") if item.get("priority") is not None
-                else priority,
-                "metadata": item.get("metadata"), "max_retries": item.get("max_retries"),
-            }
-            prio = submit_checks(self.app, bound["template"], bound["data"],
-                                 bound["output_filename"], bound["priority"],
-                                 bound["css_file"], service=self.pdf_service,
-                                 checked=checked)
-            bound["priority"] = prio.label
-            records.append(make_job(self.app, None, bound))
-        published = 0
-        try:
-            with self.app.producer_or_acquire() as producer:
-                for start in range(0, len(records), _BATCH):
-                    chunk = records[start:start + _BATCH]
-                    self.store.create_many(chunk)
-                    # One Redis pipeline per chunk (kombu >= 5.7 publish batches).
-                    with producer.batch(max_size=_BATCH + 1):
-                        for job in chunk:
-                            self.task.apply_async(
-                                kwargs=_task_kwargs(job), task_id=job.job_id,
-                                producer=producer, pdftasks_recorded=True)
-                    published += len(chunk)
-        except BaseException:
-            # Nothing half-recorded: jobs that were not queued lose their records.
-            self.store.delete(j.job_id for j in records[published:])
-            raise
-        return [job.job_id for job in records]
+        return submit_jobs(self.app, jobs, priority, service=self.pdf_service)
 
     # Following.
 
@@ -444,6 +410,47 @@ class PDFQueueManager:
                 callback(job) if kind == "completed" else callback(job, event.get("error"))
             except Exception:
                 log.exception("job callback failed for %s", job.job_id)
+
+
+def submit_jobs(app: Celery, jobs: Iterable[Mapping[str, Any]],
+                priority: JobPriority | str | int = JobPriority.NORMAL,
+                service: PDFService | None = None) -> list[str]:
+    """``submit_batch`` for any pdftasks Celery app (also used by scheduled tasks)."""
+    task = app.tasks[GENERATE_PDF]
+    store = job_store(app)
+    records: list[Job] = []
+    checked: set[tuple[Any, Any]] = set()
+    for item in jobs:
+        bound = {
+            "template": item.get("template"), "data": item.get("data"),
+            "output_filename": item.get("output", item.get("output_filename")),
+            "css_file": item.get("css_file"),
+            "priority": item.get("priority") if item.get("priority") is not None
+            else priority,
+            "metadata": item.get("metadata"), "max_retries": item.get("max_retries"),
+        }
+        prio = submit_checks(app, bound["template"], bound["data"], bound["output_filename"],
+                             bound["priority"], bound["css_file"], service=service,
+                             checked=checked)
+        bound["priority"] = prio.label
+        records.append(make_job(app, None, bound))
+    published = 0
+    try:
+        with app.producer_or_acquire() as producer:
+            for start in range(0, len(records), _BATCH):
+                chunk = records[start:start + _BATCH]
+                store.create_many(chunk)
+                # One Redis pipeline per chunk (kombu >= 5.7 publish batches).
+                with producer.batch(max_size=_BATCH + 1):
+                    for job in chunk:
+                        task.apply_async(kwargs=_task_kwargs(job), task_id=job.job_id,
+                                         producer=producer, pdftasks_recorded=True)
+                published += len(chunk)
+    except BaseException:
+        # Nothing half-recorded: jobs that were not queued lose their records.
+        store.delete(j.job_id for j in records[published:])
+        raise
+    return [job.job_id for job in records]
 
 
 def _task_kwargs(job: Job) -> dict[str, Any]:

@@ -159,6 +159,14 @@ class JobStore(ABC):
         """Jobs newest first, optionally of one status."""
 
     @abstractmethod
+    def created_before(self, cutoff: float, statuses: Iterable[JobStatus]) -> list[str]:
+        """Ids of jobs in ``statuses`` created before ``cutoff`` (epoch seconds)."""
+
+    @abstractmethod
+    def claim(self, key: str, ttl_s: int) -> bool:
+        """Take ``key`` once: True for the first caller within ``ttl_s``, False after."""
+
+    @abstractmethod
     def counts(self) -> dict[JobStatus, dict[JobPriority, int]]:
         """Number of jobs per status and priority."""
 
@@ -285,6 +293,19 @@ class RedisJobStore(JobStore):
             records = pipe.execute()
         return [Job.from_record(r) for r in records if r.get("status")]
 
+    def created_before(self, cutoff: float, statuses: Iterable[JobStatus]) -> list[str]:
+        with self._guard():
+            pipe = self.client.pipeline(transaction=False)
+            for s in statuses:
+                for prio in JobPriority:
+                    pipe.zrangebyscore(self._idx(s, prio), "-inf", f"({cutoff}")
+            return [job_id for reply in pipe.execute() for job_id in reply]
+
+    def claim(self, key: str, ttl_s: int) -> bool:
+        with self._guard():
+            return bool(self.client.set(f"{self.namespace}:claim:{key}", "1", nx=True,
+                                        ex=ttl_s))
+
     def counts(self) -> dict[JobStatus, dict[JobPriority, int]]:
         with self._guard():
             pipe = self.client.pipeline(transaction=False)
@@ -342,6 +363,9 @@ CREATE TABLE IF NOT EXISTS jobs (
   attempts INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY (namespace, job_id));
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (namespace, status, created_at);
+CREATE TABLE IF NOT EXISTS claims (
+  namespace TEXT NOT NULL, key TEXT NOT NULL, expires REAL NOT NULL,
+  PRIMARY KEY (namespace, key));
 CREATE TABLE IF NOT EXISTS events (
   id INTEGER PRIMARY KEY AUTOINCREMENT, namespace TEXT NOT NULL, ts REAL NOT NULL,
   body TEXT NOT NULL);
@@ -426,6 +450,22 @@ class SqliteJobStore(JobStore):
             sql += " LIMIT ?"
             args.append(limit)
         return [self._row_job(*row) for row in self._db().execute(sql, args)]
+
+    def created_before(self, cutoff: float, statuses: Iterable[JobStatus]) -> list[str]:
+        wanted = [s.value for s in statuses]
+        rows = self._db().execute(
+            f"SELECT job_id FROM jobs WHERE namespace=? AND created_at < ? AND status IN "
+            f"({','.join('?' * len(wanted))})", (self.namespace, cutoff, *wanted))
+        return [row[0] for row in rows]
+
+    def claim(self, key: str, ttl_s: int) -> bool:
+        db = self._db()
+        now_s = time.time()
+        db.execute("DELETE FROM claims WHERE namespace=? AND key=? AND expires < ?",
+                   (self.namespace, key, now_s))
+        cur = db.execute("INSERT OR IGNORE INTO claims (namespace, key, expires) "
+                         "VALUES (?, ?, ?)", (self.namespace, key, now_s + ttl_s))
+        return cur.rowcount == 1
 
     def counts(self) -> dict[JobStatus, dict[JobPriority, int]]:
         self._prune()

@@ -69,6 +69,12 @@ class Settings(BaseSettings):
 
     # Scheduled reports and cleanup (Celery Beat).
     timezone: str = Field("UTC", description="IANA zone of the schedule's times.")
+    schedule_file: Path | None = Field(
+        None, description="The beat schedule; unset = ./beat_schedule.py, else the repo's.")
+    report_source: str = Field("pdftasks.reports:sample_source",
+                               description="module:object providing report data.")
+    beat_grace_s: int = Field(3600, ge=0, description="Run a missed entry if this recent.")
+    cleanup_days: float = Field(30, gt=0, description="Retention of PDFs, in days.")
 
     # HTTP API.
     api_keys: str = Field("", description="Comma-separated tenant:sha256-hex-of-key pairs.")
@@ -88,6 +94,17 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = Field(10.0, gt=0)
     flower_basic_auth: str | None = Field(None, description="user:password for Flower.")
     metrics_port: int = Field(9808, ge=1, le=65535)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name)") from exc
+        return value
 
     @field_validator("home", "templates_dir", "output_dir")
     @classmethod

@@ -129,18 +129,18 @@ class Spec:
 class AlignedInterval(schedules.schedule):
     """Every N seconds at multiples of N (so every beat process agrees on the ticks)."""
 
-    def __init__(self, seconds: int, app: Celery | None = None) -> None:
-        self.seconds = seconds
-        super().__init__(dt.timedelta(seconds=seconds), app=app)
+    def __init__(self, every_s: int, app: Celery | None = None) -> None:
+        self.every_s = every_s
+        super().__init__(dt.timedelta(seconds=every_s), app=app)
 
     def is_due(self, last_run_at: dt.datetime) -> schedules.schedstate:
         now = time.time()
-        tick = math.floor(now / self.seconds) * self.seconds
+        tick = math.floor(now / self.every_s) * self.every_s
         due = last_run_at.timestamp() < tick
-        return schedules.schedstate(due, tick + self.seconds - now)
+        return schedules.schedstate(due, tick + self.every_s - now)
 
     def __reduce__(self) -> Any:
-        return self.__class__, (self.seconds,)
+        return self.__class__, (self.every_s,)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -372,7 +372,7 @@ def register(app: Celery) -> None:
 
     s = app_settings(app)
 
-    @app.task(name=RUN_ENTRY, bind=True, acks_late=True)
+    @app.task(name=RUN_ENTRY, bind=True, acks_late=True, shared=False)
     def run_scheduled(self: Any, entry: str, kind: str, at: str | None = None,
                       slot: str | None = None, priority: str = "normal",
                       template: str | None = None) -> dict[str, Any]:

@@ -290,6 +290,7 @@ def register(app: Celery) -> Task:
         bind=True,
         base=PdfTask,
         name=GENERATE_PDF,
+        shared=False,  # each app (one per manager) registers its own
         autoretry_for=(TransientError,),
         retry_backoff=s.retry_backoff_s,
         retry_backoff_max=s.retry_backoff_max_s,

@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmarks: a private redis-server, worker subprocesses, statistics.
+"""Helpers shared by the benchmarks: a private redis-server or moto_server, worker
+subprocesses, statistics.
 
 Nothing here imports pdftasks, so a benchmark can set ``PDFTASKS_*`` variables before it
 imports the package (settings are read once, on first use).
@@ -102,6 +103,58 @@ class RedisServer:
         self.stop()
 
 
+class MotoServer:
+    """A throw-away ``moto_server`` (SQS, DynamoDB, S3 over HTTP) on a free port of 127.0.0.1.
+
+    moto's server extra (``pip install 'moto[server]'``, in pdftasks' dev extra) provides
+    the binary. Use as a context manager; stopped on exit, also on errors and Ctrl-C.
+    """
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        self.workdir = Path(workdir)
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> MotoServer:
+        import urllib.request
+
+        beside = Path(sys.executable).parent / "moto_server"
+        binary = str(beside) if beside.exists() else shutil.which("moto_server")
+        if binary is None:
+            raise RuntimeError("moto_server is not installed (pip install 'moto[server]')")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.workdir / f"moto-{self.port}.log"
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [binary, "-H", "127.0.0.1", "-p", str(self.port)],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(OSError), \
+                    urllib.request.urlopen(f"{self.url}/moto-api/", timeout=1) as resp:
+                if resp.status == 200:
+                    return self
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"moto_server did not start; see {self.log_path}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _terminate(self.proc, timeout=10)
+            self.proc = None
+
+    def __enter__(self) -> MotoServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 class WorkerProcess:
     """A Celery worker subprocess (``pdftasks worker`` or ``celery worker``) with its own log.
 
@@ -162,6 +215,17 @@ class WorkerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def log_ready(worker: WorkerProcess) -> Callable[[], bool]:
+    """A ``ping`` callable for brokers without remote control (SQS): the worker logged
+    ``ready.`` (it must run with ``-l INFO``)."""
+    def ping() -> bool:
+        try:
+            return " ready." in worker.log_path.read_text(errors="replace")
+        except OSError:
+            return False
+    return ping
 
 
 def celery_ping(app: Any, hostname: str) -> Callable[[], bool]:
@@ -290,3 +354,158 @@ def release_results(app: Any, results: Sequence[Any]) -> None:
     for result in results:
         with contextlib.suppress(Exception):
             app.backend.remove_pending_result(result)
+
+
+# Helpers added for throughput.py, render_cost.py, multipage.py, memory.py, latency.py and
+# run_all.py. Like the rest of this module they import pdftasks only inside functions.
+
+
+def log(msg: str) -> None:
+    """Progress line on stderr (tables go to stdout)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def use_pdftasks_env(values: Mapping[str, str]) -> None:
+    """Replace every ``PDFTASKS_*`` variable of this process with ``values``.
+
+    Call before pdftasks is imported: its settings are read once, on first use.
+    """
+    for key in [k for k in os.environ if k.startswith("PDFTASKS_")]:
+        del os.environ[key]
+    os.environ.update(values)
+
+
+def pdftasks_worker(concurrency: int, hostname: str, log_path: Path, cwd: Path,
+                    loglevel: str | None = None, extra_env: Mapping[str, str] | None = None,
+                    extra_args: Sequence[str] = ()) -> WorkerProcess:
+    """``python -m pdftasks worker -c N -n HOST`` with this process's ``PDFTASKS_*``.
+
+    ``loglevel`` None keeps the worker's default (``PDFTASKS_LOG_LEVEL``, INFO): stock
+    settings, one log line per job, as in production.
+    """
+    env = {k: v for k, v in os.environ.items() if k.startswith("PDFTASKS_")}
+    env.update(extra_env or {})
+    argv = [sys.executable, "-m", "pdftasks", "worker", "-c", str(concurrency), "-n", hostname]
+    if loglevel:
+        argv += ["-l", loglevel]
+    return WorkerProcess([*argv, *extra_args], env=env, log_path=log_path, cwd=cwd)
+
+
+def result_metas_by_id(app: Any, task_ids: Sequence[str]) -> list[dict[str, Any] | None]:
+    """Celery result metadata of many tasks by Redis MGET (None = not stored yet)."""
+    backend = app.backend
+    keys = [backend.get_key_for_task(t) for t in task_ids]
+    out: list[dict[str, Any] | None] = []
+    for i in range(0, len(keys), 500):
+        for raw in backend.client.mget(keys[i:i + 500]):
+            out.append(backend.decode(raw) if raw is not None else None)
+    return out
+
+
+def wait_for_metas(app: Any, task_ids: Sequence[str], timeout: float,
+                   worker: WorkerProcess | None = None,
+                   poll_s: float = 0.25) -> list[dict[str, Any] | None]:
+    """Poll until every task has a ready result (SUCCESS or FAILURE) or ``timeout`` passes.
+
+    One MGET per poll: cheap for the Redis server and this process, so the rendering
+    processes being measured keep the CPUs.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        metas = result_metas_by_id(app, task_ids)
+        if all(m and m.get("status") in ("SUCCESS", "FAILURE") for m in metas):
+            return metas
+        if worker is not None and not worker.alive():
+            raise RuntimeError(f"worker exited:\n{worker.log_tail()}")
+        if time.monotonic() > deadline:
+            return metas
+        time.sleep(poll_s)
+
+
+def date_done_epoch(meta: Mapping[str, Any]) -> float:
+    """``date_done`` of a Celery result (ISO 8601, UTC) as a ``time.time()`` value."""
+    import datetime as dt
+
+    value = dt.datetime.fromisoformat(str(meta["date_done"]))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.timestamp()
+
+
+def rss_mib(pid: int) -> float:
+    """Resident set size of ``pid`` in MiB (``VmRSS`` from ``/proc``); NaN if unknown."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return math.nan
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of ``pid`` (Linux ``/proc``), e.g. a Celery worker's pool processes."""
+    out = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                rest = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(rest[1]) == pid:
+            out.append(int(entry.name))
+    return sorted(out)
+
+
+def machine_description() -> str:
+    """CPU model, cores, memory, OS and the versions that matter for rendering speed."""
+    import platform
+    from importlib import metadata
+
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = ""
+    with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/meminfo") as f:
+        mem = f", {int(f.readline().split()[1]) / 1024 / 1024:.0f} GiB RAM"
+    system = f"{platform.system()} {platform.release()}"
+    with contextlib.suppress(OSError), open("/etc/os-release") as f:
+        for line in f:
+            if line.startswith("PRETTY_NAME="):
+                system = f"{line.split('=', 1)[1].strip().strip(chr(34))}, {system}"
+    versions = []
+    for dist in ("weasyprint", "celery", "kombu", "redis"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions.append(f"{dist} {metadata.version(dist)}")
+    import ctypes
+    import ctypes.util
+
+    for label, lib, fn in (("Pango", "pango-1.0", "pango_version_string"),
+                           ("HarfBuzz", "harfbuzz", "hb_version_string")):
+        with contextlib.suppress(Exception):  # the C libraries WeasyPrint loads
+            version = getattr(ctypes.CDLL(ctypes.util.find_library(lib)), fn)
+            version.restype = ctypes.c_char_p
+            versions.append(f"{label} {version().decode()}")
+    return (f"{cpu}, {os.cpu_count()} CPUs{mem}; {system}; "
+            f"Python {platform.python_version()}; {', '.join(versions)}")
+
+
+def load_average() -> str:
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def proc_cpu_s(pid: int) -> float:
+    """CPU time (user + system) used so far by process ``pid``, in seconds; NaN if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            rest = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return math.nan
+    return (int(rest[11]) + int(rest[12])) / (os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf")
+                                              else 100)

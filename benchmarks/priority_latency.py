@@ -45,8 +45,33 @@ Methodology
   /proc) is printed; above 0.25 cores the phase is flagged, since both render times and
   waits are then inflated (e.g. a test suite running at the same time).
 
+SQS mode (``--broker sqs``)
+--------------------------
+* After the pdftasks phase on Redis (the reference; no stock phase), the same measurement
+  runs three times with SQS as the broker, served by a private ``moto_server`` on
+  127.0.0.1. What is measured is the broker's queue order, so job records and results
+  stay on the reference Redis (db 2) by default: a worker child does its job's
+  bookkeeping before it is free again, and moto's DynamoDB copies the whole table for
+  every transaction (real DynamoDB answers in milliseconds), which would measure moto.
+  ``--sqs-dynamodb`` puts them on DynamoDB (moto) as in a full AWS deployment. PDFs go
+  to a local directory. Each phase has its own queue namespace (four SQS queues,
+  ``--sqs-wait`` s long polling) and ``--concurrency`` worker processes in total:
+  1. pdftasks' priority polling (``pdftasks.aws.Channel``): a free process polls the
+     queues urgent first;
+  2. kombu's own polling (``PDFTASKS_SQS_PRIORITY_POLLING=false``): one independent loop
+     per queue;
+  3. a dedicated group: one process serving only urgent and high, the rest all queues.
+  Each phase queues ``--sqs-low`` (400) low jobs through the batch API (with
+  ``--sqs-dynamodb``: in a fresh table), and also prints the urgent jobs' submit time
+  (record + publish) and the wait after it.
+* Readiness is read from the worker log (SQS has no remote control); the low backlog from
+  the queue's ``ApproximateNumberOfMessages``.
+* moto answers in about a millisecond on loopback; real SQS and DynamoDB add network round
+  trips (typically 5-30 ms each in-region) to every poll and transition, so real waits are
+  somewhat longer. The comparison between the setups is what this mode is for.
+
 Run: ``.venv/bin/python benchmarks/priority_latency.py`` (about 1-2 minutes with defaults;
-``--low 200 --urgent 5`` for a quick check).
+``--low 200 --urgent 5`` for a quick check; ``--broker sqs`` about 4-5 minutes).
 """
 
 from __future__ import annotations
@@ -71,9 +96,11 @@ from _common import (  # noqa: E402
     BENCH_DIR,
     ROOT,
     CpuMonitor,
+    MotoServer,
     RedisServer,
     WorkerProcess,
     celery_ping,
+    log_ready,
     mean,
     percentile,
     print_table,
@@ -83,6 +110,11 @@ from _common import (  # noqa: E402
 
 TEMPLATE = "invoice.html"
 TARGET_SLACK_MS = 50.0
+#: DynamoDB table of the SQS phases (on the private moto_server).
+SQS_TABLE = "pdftasks-bench"
+#: Credentials moto accepts; only ever sent to the private moto_server on 127.0.0.1.
+AWS_TEST_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 def log(msg: str) -> None:
@@ -105,6 +137,8 @@ class SetupResult:
     foreign_cores: float = math.nan        # CPUs used by other programs while measuring
     urgent_log: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    submit_ms: list[float] = field(default_factory=list)   # .delay() until it returned
+    pickup_ms: list[float] = field(default_factory=list)   # wait - submit
 
     @property
     def render_ms(self) -> float:
@@ -116,14 +150,17 @@ class SetupResult:
 
 
 def result_metas(app: Any, results: list[Any]) -> list[dict[str, Any] | None]:
-    """Result metadata of many jobs, by Redis MGET (None = no result stored yet)."""
+    """Result metadata of many jobs, by one MGET per 500 (None = no result stored yet)."""
     if not results:
         return []
     backend = app.backend
     keys = [backend.get_key_for_task(r.id) for r in results]
+    # Redis: MGET on its client; other key-value backends (DynamoDB on SQS): their mget.
+    client = getattr(backend, "client", None)
+    mget = client.mget if hasattr(client, "mget") else backend.mget
     out: list[dict[str, Any] | None] = []
     for i in range(0, len(keys), 500):
-        for raw in backend.client.mget(keys[i:i + 500]):
+        for raw in mget(keys[i:i + 500]):
             out.append(backend.decode(raw) if raw is not None else None)
     return out
 
@@ -166,7 +203,6 @@ def run_pdftasks(args: argparse.Namespace, redis_url: str, tmp: Path,
     rng = random.Random(args.seed)
     lows: list[Any] = []
     held: list[Any] = []  # every AsyncResult sent, to release at the end
-    job: Any = None
     try:
         worker.start()
         log(f"pdftasks: worker ready in {worker.wait_ready(celery_ping(app, hostname)):.1f} s")
@@ -186,25 +222,7 @@ def run_pdftasks(args: argparse.Namespace, redis_url: str, tmp: Path,
         res.low_total = len(lows)
         log(f"pdftasks: queued {len(lows)} low jobs in {time.monotonic() - t0:.1f} s; "
             f"submitting {args.urgent} urgent jobs one at a time")
-        for j in range(args.urgent):
-            res.backlog_at_submit.append(int(r.llen(low_key)))
-            data = sample_invoice(args.low + 1 + j)
-            submitted = time.time()
-            job = submit(data, f"urgent_{j:03d}.pdf", "urgent")
-            res.submit_times.append(submitted)
-            try:
-                out = job.get(timeout=args.urgent_timeout)
-            except Exception as exc:  # a timeout or a failed render
-                res.failed += 1
-                res.notes.append(f"urgent job {j} failed: {type(exc).__name__}: {exc}")
-                continue
-            res.waits_ms.append((out["started_at"] - submitted) * 1000)
-            res.urgent_render_ms.append(out["duration_ms"])
-            res.urgent_log.append(
-                f"urgent {j:2d}: wait {res.waits_ms[-1]:6.1f} ms, render "
-                f"{out['duration_ms']:6.1f} ms, pid {out.get('worker_pid')}, "
-                f"low backlog {res.backlog_at_submit[-1]}")
-            time.sleep(rng.uniform(0.5, 1.5) * args.gap)
+        urgent_phase(args, res, submit, lambda: int(r.llen(low_key)), rng)
         res.foreign_cores = cpu.foreign_cores()
         backlog_after = int(r.llen(low_key))
         res.backlog_at_submit.append(backlog_after)
@@ -218,13 +236,159 @@ def run_pdftasks(args: argparse.Namespace, redis_url: str, tmp: Path,
         release_results(app, held)
         held.clear()
         lows.clear()
-        job = None
         try:
             worker.stop()
         finally:
             r.close()
     res.seconds = time.monotonic() - started
     return res
+
+
+def urgent_phase(args: argparse.Namespace, res: SetupResult, submit: Any,
+                 backlog: Any, rng: random.Random) -> None:
+    """Submit ``--urgent`` jobs one at a time (submit, wait for the result, sleep ``--gap``
+    +-50 %), recording each wait (worker start - submit time)."""
+    from pdftasks.samples import sample_invoice
+
+    for j in range(args.urgent):
+        res.backlog_at_submit.append(backlog())
+        data = sample_invoice(args.low + 1 + j)
+        submitted = time.time()
+        job = submit(data, f"urgent_{j:03d}.pdf", "urgent")
+        returned = time.time()
+        res.submit_times.append(submitted)
+        res.submit_ms.append((returned - submitted) * 1000)
+        try:
+            out = job.get(timeout=args.urgent_timeout)
+        except Exception as exc:  # a timeout or a failed render
+            res.failed += 1
+            res.notes.append(f"urgent job {j} failed: {type(exc).__name__}: {exc}")
+            continue
+        res.waits_ms.append((out["started_at"] - submitted) * 1000)
+        res.pickup_ms.append((out["started_at"] - returned) * 1000)
+        res.urgent_render_ms.append(out["duration_ms"])
+        res.urgent_log.append(
+            f"urgent {j:2d}: wait {res.waits_ms[-1]:6.1f} ms, render "
+            f"{out['duration_ms']:6.1f} ms, pid {out.get('worker_pid')}, "
+            f"low backlog {res.backlog_at_submit[-1]}")
+        time.sleep(rng.uniform(0.5, 1.5) * args.gap)
+
+
+def run_pdftasks_sqs(args: argparse.Namespace, moto: MotoServer, tmp: Path, name: str,
+                     groups: list[tuple[str | None, int]], overrides: dict[str, Any],
+                     other_sessions: list[int], redis_url: str) -> SetupResult:
+    """The pdftasks phase on SQS (moto_server): worker ``groups`` of (priorities, processes),
+    PDFs in a local directory (as on Redis). Job records and results on the reference
+    Redis (db 2), or on DynamoDB with ``--sqs-dynamodb``."""
+    import uuid
+
+    from pdftasks.aws import client, ensure_queues, ensure_table, queue_attributes
+    from pdftasks.celery_app import GENERATE_PDF, create_app, queue_name
+    from pdftasks.jobs import submit_jobs
+    from pdftasks.samples import sample_invoice
+    from pdftasks.settings import Settings, get_settings
+
+    res = SetupResult(name)
+    started = time.monotonic()
+    ns = f"b{uuid.uuid4().hex[:8]}"
+    # A fresh table per phase: moto copies a whole table for every transaction, so a
+    # table that grew in earlier phases would slow this one down (DynamoDB does not).
+    s = Settings(**{**get_settings().model_dump(), "broker_url": "sqs://",
+                    "result_backend": None, "job_store_url": None,
+                    "aws_endpoint_url": moto.url, "aws_region": "us-east-1",
+                    "queue_namespace": ns, "dynamodb_table": f"{SQS_TABLE}-{ns}",
+                    "storage": "",
+                    "sqs_wait_time_s": args.sqs_wait, "output_dir": tmp / f"output-{ns}",
+                    **({} if args.sqs_dynamodb else {"job_store_url": redis_url,
+                                                     "result_backend": redis_url}),
+                    **overrides})
+    if args.sqs_dynamodb:
+        ensure_table(s)
+    urls = ensure_queues(s)
+    app = create_app(s)
+    task = app.tasks[GENERATE_PDF]
+    env = {**s.to_env(), **AWS_TEST_CREDENTIALS}
+    workers = []
+    for i, (queues, concurrency) in enumerate(groups):
+        argv = [sys.executable, "-m", "pdftasks", "worker", "-c", str(concurrency),
+                "-l", "INFO", "-n", f"bench-sqs-{ns}-{i}@localhost"]
+        if queues:
+            argv += ["--queues", queues]
+        workers.append(WorkerProcess(argv, env=env, log_path=tmp / f"sqs-{ns}-{i}.log",
+                                     cwd=tmp))
+    low_queue = queue_name("low", ns)
+    rng = random.Random(args.seed)
+    lows: list[Any] = []
+    held: list[Any] = []
+    try:
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            log(f"{name}: worker ready in {worker.wait_ready(log_ready(worker)):.1f} s")
+
+        def submit(data: dict[str, Any], filename: str, priority: str = "normal") -> Any:
+            held.append(task.delay(template=TEMPLATE, data=data, output_filename=filename,
+                                   priority=priority))
+            return held[-1]
+
+        warm_up(submit, 2 * args.concurrency)
+        cpu = CpuMonitor([w.proc.pid for w in workers if w.proc] + other_sessions)
+        cpu.start()
+        t0 = time.monotonic()
+        # The batch API: records in transactions of 80 (one per job would make moto copy
+        # the table a thousand times); the messages are the same as .delay()'s.
+        ids = submit_jobs(app, [{"template": TEMPLATE, "data": sample_invoice(i),
+                                 "output": f"low_{i:04d}.pdf", "priority": "low"}
+                                for i in range(1, args.sqs_low + 1)])
+        lows[:] = [app.AsyncResult(job_id) for job_id in ids]
+        res.low_total = len(lows)
+        log(f"{name}: queued {len(lows)} low jobs in {time.monotonic() - t0:.1f} s; "
+            f"submitting {args.urgent} urgent jobs one at a time")
+        urgent_phase(args, res, submit, lambda: queue_attributes(s)[low_queue].waiting, rng)
+        res.foreign_cores = cpu.foreign_cores()
+        backlog_after = queue_attributes(s)[low_queue].waiting
+        res.backlog_at_submit.append(backlog_after)
+        res.low_render_ms = low_durations(app, lows)
+        res.lows_done = len(res.low_render_ms)
+        sqs = client("sqs", s)
+        for url in urls.values():
+            sqs.purge_queue(QueueUrl=url)
+        log(f"{name}: done; {res.lows_done} low jobs rendered, {backlog_after} still "
+            "queued (purged)")
+    finally:
+        held.clear()
+        lows.clear()
+        for worker in workers:
+            worker.stop()
+    res.seconds = time.monotonic() - started
+    return res
+
+
+def run_sqs_phases(args: argparse.Namespace, tmp: Path, redis_session: int,
+                   redis_url: str) -> list[SetupResult]:
+    """``--broker sqs``: the same measurement on SQS, with pdftasks' priority polling, with
+    kombu's own polling, and with a dedicated urgent/high worker process."""
+    moto = MotoServer(tmp / "moto")
+    moto.start()
+    os.environ.update(AWS_TEST_CREDENTIALS)
+    log(f"moto_server on port {moto.port}")
+    c = args.concurrency
+    phases: list[tuple[str, list[tuple[str | None, int]], dict[str, Any]]] = [
+        (f"pdftasks on SQS, priority polling (c={c})", [(None, c)],
+         {"sqs_priority_polling": True}),
+        (f"pdftasks on SQS, kombu's polling (c={c})", [(None, c)],
+         {"sqs_priority_polling": False}),
+    ]
+    if c >= 2:
+        phases.append((f"pdftasks on SQS, 1 urgent/high + {c - 1} general process",
+                       [("urgent,high", 1), (None, c - 1)], {"sqs_priority_polling": True}))
+    try:
+        assert moto.proc is not None
+        return [run_pdftasks_sqs(args, moto, tmp, name, groups, overrides,
+                                 [moto.proc.pid, redis_session], redis_url)
+                for name, groups, overrides in phases]
+    finally:
+        moto.stop()
 
 
 def run_stock(args: argparse.Namespace, redis_url: str, tmp: Path, interval_s: float,
@@ -340,7 +504,7 @@ def report(args: argparse.Namespace, results: list[SetupResult], interval_s: flo
           f"one-page invoice; {args.concurrency} worker processes on {os.cpu_count()} CPUs")
     print("wait = worker start (started_at) - submit time. pdftasks: urgent jobs one at a "
           f"time (wait for result, sleep {args.gap:g} s +-50%).")
-    if len(results) > 1:
+    if any(r.name.startswith("stock") for r in results):
         print(f"stock: urgent jobs at the same cadence ({interval_s:.3f} s apart) without "
               "waiting for each (FIFO: waiting would drain the backlog).")
     print(f"target (pdftasks): p95 wait <= mean render under load + {TARGET_SLACK_MS:.0f} ms")
@@ -358,7 +522,7 @@ def report(args: argparse.Namespace, results: list[SetupResult], interval_s: flo
     print_table(["setup", "urgent n", "p50 wait", "p95 wait", "max", "render(ms)",
                  "target p95<=", "ok"], rows)
     p95s = [percentile(r.waits_ms, 95) for r in results]
-    if len(p95s) == 2 and p95s[0] > 0:
+    if len(p95s) == 2 and p95s[0] > 0 and results[1].name.startswith("stock"):
         print(f"ratio stock/pdftasks p95: {p95s[1] / p95s[0]:,.0f}x")
     print()
     for res in results:
@@ -372,6 +536,10 @@ def report(args: argparse.Namespace, results: list[SetupResult], interval_s: flo
               f"not started within bound {res.censored}")
         print(f"  urgent waits (ms, sorted): "
               f"{' '.join(f'{w:.0f}' for w in sorted(res.waits_ms))}")
+        if args.broker == "sqs":
+            print(f"  urgent submit (record + publish) p50 {percentile(res.submit_ms, 50):.0f}"
+                  f" ms; wait after submit p50 {percentile(res.pickup_ms, 50):.0f} / p95 "
+                  f"{percentile(res.pickup_ms, 95):.0f} ms")
         print(f"  CPU used by other programs while measuring: {res.foreign_cores:.2f} cores")
         if res.foreign_cores > 0.25:
             print("  WARNING: other programs competed for the CPUs during this phase; its "
@@ -403,6 +571,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--urgent-timeout", type=float, default=60.0,
                         help="longest wait for one pdftasks urgent job, in s (default 60)")
     parser.add_argument("--skip-stock", action="store_true", help="run only pdftasks")
+    parser.add_argument("--broker", choices=["redis", "sqs"], default="redis",
+                        help="sqs: after pdftasks on Redis, the same on SQS (a private "
+                             "moto_server): priority polling, kombu's polling, and a "
+                             "dedicated urgent/high process; no stock phase")
+    parser.add_argument("--sqs-wait", type=int, default=10,
+                        help="SQS long polling in the sqs phases, in s (default 10)")
+    parser.add_argument("--sqs-dynamodb", action="store_true",
+                        help="sqs phases: job records and results on DynamoDB (moto) too, "
+                             "instead of the reference Redis")
+    parser.add_argument("--sqs-low", type=int, default=400,
+                        help="low jobs queued in each sqs phase (default 400: enough to "
+                             "outlast the urgent jobs; moto slows down with table size)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="print every urgent job (wait, render time, worker pid)")
     parser.add_argument("--check", action="store_true",
@@ -467,7 +647,9 @@ def run_all(args: argparse.Namespace, server: RedisServer,
     estimate = results[0].render_ms
     if math.isnan(estimate):
         estimate = 100.0
-    if not args.skip_stock:
+    if args.broker == "sqs":
+        results += run_sqs_phases(args, tmp, redis_session, server.url(2))
+    elif not args.skip_stock:
         results.append(run_stock(args, server.url(1), tmp, interval, estimate, redis_session))
     return results, interval
 

@@ -62,9 +62,20 @@ def broker_transport_options(s: Settings) -> dict[str, Any]:
             "priority_steps": [0],
             # Unacked (late-ack) jobs come back only after this: longer than any render.
             "visibility_timeout": s.visibility_timeout_s,
+            # kombu looks for such jobs every interval x throttle seconds (10 x 10 by
+            # default): look every tenth of the timeout (1-10 s) instead, so a job held by a
+            # worker that died comes back about one visibility timeout later, not 100 s.
+            "unacked_restore_interval": max(1, min(10, s.visibility_timeout_s // 10)),
+            "unacked_restore_throttle": 1,
+            # A worker killed while holding the sweep lock blocks sweeps until it expires.
+            "unacked_mutex_expire": min(300, s.visibility_timeout_s),
             "socket_timeout": 10,
             "socket_connect_timeout": 5,
         }
+    if s.is_sqs:
+        from pdftasks.aws import transport_options
+
+        return transport_options(s)
     return {"visibility_timeout": s.visibility_timeout_s}
 
 
@@ -101,6 +112,9 @@ def configure(app: Celery, s: Settings) -> None:
         task_track_started=True,
         result_extended=True,
         result_expires=s.result_expires_s,
+        # Bounded I/O on the Redis result store, as on the broker (Celery waits 120 s).
+        redis_socket_timeout=10,
+        redis_socket_connect_timeout=5,
         task_publish_retry_policy={
             "max_retries": 3, "interval_start": 0, "interval_step": 0.5, "interval_max": 1,
         },
@@ -110,6 +124,16 @@ def configure(app: Celery, s: Settings) -> None:
         timezone=s.timezone,
         enable_utc=True,
     )
+    if s.is_sqs:
+        app.conf.update(
+            # pdftasks.aws.Transport: kombu's SQS transport, queues polled urgent first.
+            broker_transport="pdftasks.aws:Transport",
+            # SQS has no broadcast: no remote control, and no event stream for Flower
+            # (kombu would publish them through SNS). Jobs are followed in the job store.
+            worker_enable_remote_control=False,
+            worker_send_task_events=False,
+            task_send_sent_event=False,
+        )
 
 
 def create_app(settings: Settings | None = None) -> Celery:

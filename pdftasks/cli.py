@@ -363,4 +363,5 @@ def _add_commands(*modules: str) -> None:
             main.add_command(command)
 
 
-_add_commands("pdftasks.schedule_cli", "pdftasks.api_cli", "pdftasks.ops_cli")
+_add_commands("pdftasks.schedule_cli", "pdftasks.api_cli", "pdftasks.ops_cli",
+              "pdftasks.aws_cli")

@@ -28,7 +28,7 @@ from pdftasks.errors import JobNotFoundError
 from pdftasks.jobstore import Job, JobStore
 from pdftasks.render import PDFService
 from pdftasks.settings import Settings, get_settings
-from pdftasks.tasks import job_store, make_job, submit_checks
+from pdftasks.tasks import check_broker, job_store, make_job, submit_checks
 
 log = logging.getLogger(__name__)
 
@@ -111,15 +111,60 @@ InMemoryBackend = LocalBackend
 
 
 class SQSBackend(QueueBackend):
-    """AWS SQS as broker with DynamoDB job records (the guide's ``SQSBackend``)."""
+    """Amazon SQS as broker, DynamoDB for job records and results (the guide's backend).
 
-    def __init__(self, queue_url: str | None = None, region_name: str = "us-east-1",
-                 dynamodb_table: str | None = None, queue_name: str = "pdf",
-                 **options: Any) -> None:
+    One SQS queue per priority (``{queue_name}-urgent`` … ``-low`` after kombu's naming,
+    behind ``PDFTASKS_SQS_QUEUE_PREFIX``); cancellation and status go through the job
+    table, since SQS has no remote control. ``pdftasks aws-setup`` creates the queues
+    (with dead-letter queues), the table and the bucket.
+
+    Args:
+        queue_url: Optional existing queues: one URL naming the family (``…/pdf`` means
+            ``…/pdf-urgent``, ``…/pdf-high``, ``…/pdf-normal``, ``…/pdf-low``), or a mapping
+            {priority: URL}. None: the queues are found (or created) by name.
+        region_name: AWS region of SQS, DynamoDB (and S3).
+        dynamodb_table: Table of job records and results (default ``PDFTASKS_DYNAMODB_TABLE``).
+        queue_name: Namespace of the queues and records (as for ``RedisBackend``).
+        endpoint_url: One endpoint for SQS, DynamoDB and S3 (a local test server).
+        queue_prefix: Prefix of the SQS queue names.
+        storage: ``s3://bucket/prefix`` for the PDFs (default ``PDFTASKS_STORAGE``).
+        broker_url: ``sqs://`` (default; credentials from boto3's chain) or
+            ``sqs://KEY:SECRET@``.
+        **options: Further ``Settings`` fields, e.g. ``sqs_wait_time_s=5``.
+    """
+
+    def __init__(self, queue_url: str | Mapping[Any, str] | None = None,
+                 region_name: str = "us-east-1", dynamodb_table: str | None = None,
+                 queue_name: str = "pdf", endpoint_url: str | None = None,
+                 queue_prefix: str | None = None, storage: str | None = None,
+                 broker_url: str | None = None, **options: Any) -> None:
         super().__init__(queue_name)
-        raise NotImplementedError(
-            "SQSBackend is not available in this version of pdftasks yet: use RedisBackend "
-            "or the local default")
+        self.broker_url = broker_url or "sqs://"
+        self.queue_url = queue_url
+        self.region_name = region_name
+        self.dynamodb_table = dynamodb_table
+        self.endpoint_url = endpoint_url
+        self.queue_prefix = queue_prefix
+        self.storage = storage
+        self.options = options
+
+    def settings_overrides(self) -> dict[str, Any]:
+        import json
+
+        out = {**super().settings_overrides(), "broker_url": self.broker_url,
+               "result_backend": None,
+               "job_store_url": None, "aws_region": self.region_name, **self.options}
+        if self.queue_url is not None:
+            out["sqs_predefined_queues"] = self.queue_url if isinstance(self.queue_url, str) \
+                else json.dumps({JobPriority.parse(k).label: v
+                                 for k, v in self.queue_url.items()})
+        for name, value in (("dynamodb_table", self.dynamodb_table),
+                            ("aws_endpoint_url", self.endpoint_url),
+                            ("sqs_queue_prefix", self.queue_prefix),
+                            ("storage", self.storage)):
+            if value is not None:
+                out[name] = value
+        return out
 
 
 #: Jobs recorded and published per pipeline in ``submit_batch``.
@@ -158,6 +203,8 @@ class PDFQueueManager:
                              output_dir=pdf_service.output_dir,
                              allowed_url_prefixes=",".join(
                                  pdf_service.config.allowed_url_prefixes))
+            if pdf_service.config.storage is not None:
+                overrides["storage"] = pdf_service.config.storage
         if max_retries is not None:
             overrides["default_max_retries"] = max_retries
         overrides.update(settings or {})
@@ -246,8 +293,9 @@ class PDFQueueManager:
                                      (JobStatus.PENDING, JobStatus.RETRYING),
                                      completed_at=_now()):
             return False
-        with contextlib.suppress(Exception):
-            self.app.control.revoke(job_id)
+        if not self.settings.is_sqs:  # SQS has no broadcast: the worker's check suffices
+            with contextlib.suppress(Exception):
+                self.app.control.revoke(job_id)
         with contextlib.suppress(Exception):
             self.store.publish({"event": "cancelled", "job_id": job_id, "error": None,
                                 "ts": time.time()})
@@ -256,29 +304,80 @@ class PDFQueueManager:
     def retry_job(self, job_id: str) -> bool:
         """Queue a FAILED (or CANCELLED) job again under the same id; False otherwise."""
         job = self.store.get(job_id)
-        if job is None or not self.store.transition(
+        if job is None:
+            return False
+        check_broker(self.app)
+        if not self.store.transition(
                 job_id, JobStatus.PENDING, (JobStatus.FAILED, JobStatus.CANCELLED),
                 error=None, started_at=None, completed_at=None, retry_count=0, attempts=0):
             return False
-        self.task.apply_async(kwargs=_task_kwargs(job), task_id=job_id,
-                              pdftasks_recorded=True)
+        try:
+            self.task.apply_async(kwargs=_task_kwargs(job), task_id=job_id,
+                                  pdftasks_recorded=True)
+        except BaseException:
+            # Not queued: it stays what it was, not a PENDING job that nothing will run.
+            with contextlib.suppress(Exception):
+                self.store.transition(job_id, job.status, (JobStatus.PENDING,),
+                                      error=job.error, started_at=job.started_at,
+                                      completed_at=job.completed_at,
+                                      retry_count=job.retry_count, attempts=job.attempts)
+            raise
         return True
 
     def get_queue_stats(self) -> dict[str, Any]:
-        """Counts from the job store, queue depth from the broker, and workers."""
+        """Counts from the job store, queue depth from the broker, and workers.
+
+        On SQS, ``queue_depth`` is ``ApproximateNumberOfMessages`` per priority queue and
+        ``sqs`` adds, per queue, ``in_flight`` (``…NotVisible``: received, not yet
+        acknowledged), ``delayed`` and ``dead_letters`` (messages in its dead-letter queue).
+        """
         counts = self.store.counts()
         totals = {s.value: sum(by_prio.values()) for s, by_prio in counts.items()}
-        return {
+        sqs = self._sqs_attributes() if self.settings.is_sqs else None
+        stats = {
             "total_jobs": sum(totals.values()),
             **totals,
             "pending_by_priority": {p.label: counts[JobStatus.PENDING][p] for p in JobPriority},
-            "queue_depth": self.queue_depth(),
+            "queue_depth": self.queue_depth() if sqs is None else {
+                name: None if a is None else a.waiting for name, a in sqs.items()},
             "workers": self.worker_count(),
             "running": self.running,
         }
+        if sqs is not None:
+            stats["sqs"] = {name: None if a is None else {
+                "waiting": a.waiting, "in_flight": a.in_flight, "delayed": a.delayed,
+                "dead_letters": a.dead_letters} for name, a in sqs.items()}
+        return stats
+
+    def _sqs_attributes(self) -> dict[str, Any]:
+        from pdftasks.aws import queue_attributes
+
+        try:
+            return dict(queue_attributes(self.settings))
+        except Exception:
+            log.warning("cannot read the SQS queue attributes", exc_info=True)
+            return {name: None for name in queue_names(self.settings.queue_namespace)}
+
+    def download_url(self, job_id: str, expires_s: int | None = None) -> str | None:
+        """Where to download a completed job's PDF: a presigned HTTPS URL on S3 (valid
+        ``expires_s``, default ``PDFTASKS_S3_PRESIGN_EXPIRES_S``), a ``file://`` URL for
+        local storage; None if the job has no PDF."""
+        job = self.store.get(job_id)
+        if job is None or job.status is not JobStatus.COMPLETED or not job.result_path:
+            return None
+        if job.result_path.startswith("s3://"):
+            from pdftasks.storage import make_storage
+
+            storage = make_storage(job.result_path, self.settings)
+            return str(storage.presigned_url(
+                job.result_path, expires_s or self.settings.s3_presign_expires_s))
+        return Path(job.result_path).as_uri()
 
     def queue_depth(self) -> dict[str, int | None]:
         """Messages waiting in each priority queue (None where the broker cannot tell)."""
+        if self.settings.is_sqs:
+            return {name: None if a is None else a.waiting
+                    for name, a in self._sqs_attributes().items()}
         out: dict[str, int | None] = {}
         try:
             with self.app.connection_for_read() as conn:
@@ -295,6 +394,8 @@ class PDFQueueManager:
     def worker_count(self) -> int:
         """Worker processes answering on the broker (cached 5 s); local ones if none answer."""
         stamp, count = self._workers_cache
+        if self.settings.is_sqs:  # no remote control on SQS: only workers started here
+            return self.num_workers if self.running else 0
         if time.monotonic() - stamp >= 5:
             count = 0
             with contextlib.suppress(Exception):
@@ -434,6 +535,7 @@ def submit_jobs(app: Celery, jobs: Iterable[Mapping[str, Any]],
                              checked=checked)
         bound["priority"] = prio.label
         records.append(make_job(app, None, bound))
+    check_broker(app)
     published = 0
     try:
         with app.producer_or_acquire() as producer:
@@ -471,4 +573,7 @@ def _backend_from_settings(s: Settings) -> QueueBackend:
         return LocalBackend(queue_name=s.queue_namespace)
     if s.effective_broker_url.startswith(("redis://", "rediss://")):
         return RedisBackend(url=s.effective_broker_url, queue_name=s.queue_namespace)
+    if s.is_sqs:  # everything else (region, endpoint, table…) comes from the settings
+        return SQSBackend(region_name=s.aws_region, dynamodb_table=s.dynamodb_table,
+                          queue_name=s.queue_namespace, broker_url=s.broker_url)
     raise ValueError(f"no PDFQueueManager backend for broker {s.effective_broker_url!r}")

@@ -499,11 +499,19 @@ class SqliteJobStore(JobStore):
 
 
 def open_store(settings: Settings) -> JobStore:
-    """The job store named by ``settings`` (Redis URL or ``sqlite:///path``)."""
+    """The job store named by ``settings`` (Redis URL, ``dynamodb://TABLE`` or
+    ``sqlite:///path``)."""
     url = settings.effective_job_store_url
     if url.startswith("sqlite:///"):
         return SqliteJobStore(url.removeprefix("sqlite:///"), settings.queue_namespace,
                               settings.job_retention_s)
     if url.startswith(("redis://", "rediss://", "unix://")):
         return RedisJobStore(url, settings.queue_namespace, settings.job_retention_s)
-    raise ValueError(f"unsupported PDFTASKS_JOB_STORE_URL {url!r} (redis:// or sqlite:///)")
+    if url.startswith("dynamodb://"):
+        from pdftasks.aws import DynamoDBJobStore
+
+        return DynamoDBJobStore(url.removeprefix("dynamodb://").strip("/") or
+                                settings.dynamodb_table, settings.queue_namespace,
+                                settings.job_retention_s, settings)
+    raise ValueError(f"unsupported PDFTASKS_JOB_STORE_URL {url!r} "
+                     "(redis://, dynamodb://TABLE or sqlite:///)")

@@ -7,6 +7,8 @@ stylesheets and WeasyPrint's font configuration across jobs.
 from __future__ import annotations
 
 import contextlib
+import copy
+import gc
 import json
 import logging
 import os
@@ -38,7 +40,7 @@ from pdftasks.errors import (
     UnsafeResourceError,
 )
 from pdftasks.settings import MAX_DATA_BYTES, Settings, get_settings
-from pdftasks.storage import LocalStorage, check_output_filename
+from pdftasks.storage import check_output_filename, make_storage
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +57,16 @@ class PDFServiceConfig:
         output_dir: Generated PDFs. Nothing outside it is written.
         allowed_url_prefixes: http(s) URL prefixes a template may fetch; empty = no network.
         max_data_bytes: Largest JSON data of one job, in bytes.
+        storage: ``s3://bucket/prefix`` to write PDFs to S3 instead of ``output_dir``
+            (region and endpoint from the ``PDFTASKS_AWS_*`` settings); ``""`` = the
+            output directory; None (default) = ``PDFTASKS_STORAGE``.
     """
 
     templates_dir: str | os.PathLike[str] = "templates"
     output_dir: str | os.PathLike[str] = "output"
     allowed_url_prefixes: tuple[str, ...] = ()
     max_data_bytes: int = MAX_DATA_BYTES
+    storage: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> PDFServiceConfig:
@@ -70,6 +76,7 @@ class PDFServiceConfig:
             output_dir=s.output_dir,
             allowed_url_prefixes=s.url_prefixes,
             max_data_bytes=s.max_data_bytes,
+            storage=s.storage,
         )
 
     from_env = from_settings
@@ -134,23 +141,167 @@ def _make_fetcher(roots: tuple[Path, ...], prefixes: tuple[str, ...]) -> Any:
         """Serves ``data:`` URIs, files inside ``roots`` and allow-listed http(s) prefixes."""
 
         denied = Denied
+        stylesheet_cache: _StylesheetCache | None = None
+
+        def local_path(self, url: str) -> Path:
+            """The file a ``file:`` URL names, if it may be read; else raise ``Denied``."""
+            path = Path(url2pathname(urlsplit(url).path)).resolve()
+            if any(path.is_relative_to(root) for root in roots) and path.is_file():
+                return path
+            raise Denied(f"refused to read {url}: only files inside the templates "
+                         "directory can be used")
 
         def fetch(self, url: str, headers: Any = None) -> Any:
             scheme = url.split(":", 1)[0].lower()
+            if self.stylesheet_cache is not None:
+                self.stylesheet_cache.record(url)
             if scheme == "data":
                 return super().fetch(url, headers)
             if scheme == "file":
-                path = Path(url2pathname(urlsplit(url).path)).resolve()
-                if any(path.is_relative_to(root) for root in roots) and path.is_file():
-                    return super().fetch(path.as_uri(), headers)
-                raise Denied(f"refused to read {url}: only files inside the templates "
-                             "directory can be used")
+                return super().fetch(self.local_path(url).as_uri(), headers)
             if scheme in ("http", "https") and any(url.startswith(p) for p in prefixes):
                 return super().fetch(url, headers)
             raise Denied(f"refused to fetch {url}: network access is off "
                          "(allow it with PDFTASKS_ALLOWED_URL_PREFIXES)")
 
-    return SafeURLFetcher(timeout=10, allow_redirects=False, fail_on_errors=False)
+    fetcher = SafeURLFetcher(timeout=10, allow_redirects=False, fail_on_errors=False)
+    if _install_stylesheet_hook():
+        fetcher.stylesheet_cache = _StylesheetCache(fetcher)
+    return fetcher
+
+
+#: Keyword arguments of the ``CSS(...)`` call WeasyPrint makes for a ``<link rel=stylesheet>``
+#: (``weasyprint.css.find_stylesheets``); other calls (``@import``, ``<style>``) are not cached.
+_LINK_CSS_KWARGS = frozenset({"url", "url_fetcher", "media_type", "font_config",
+                              "counter_style", "color_profiles", "page_rules", "layers",
+                              "_check_mime_type"})
+#: Parsed linked stylesheets kept per service (entries, not bytes); cleared when exceeded.
+STYLESHEET_CACHE_SIZE = 64
+
+
+@dataclass
+class _ParsedSheet:
+    sheet: Any  # a weasyprint.CSS, or None: not cacheable, parse it in each document
+    files: tuple[tuple[Path, int, int], ...]  # (path, mtime_ns, size) of what it read
+
+    def fresh(self) -> bool:
+        try:
+            return all((st := p.stat()).st_mtime_ns == m and st.st_size == n
+                       for p, m, n in self.files)
+        except OSError:
+            return False
+
+
+class _StylesheetCache:
+    """The templates' ``<link rel="stylesheet">`` files, parsed once per service.
+
+    WeasyPrint fetches and parses every linked stylesheet again for each document
+    (tokenizing, validating declarations, compiling selectors: about 9 ms of a 65 ms
+    one-page invoice). A parsed ``CSS`` is not changed by laying out a document (WeasyPrint
+    reuses ``CSS`` objects passed as ``stylesheets=`` the same way), so a sheet is parsed
+    once and then handed to each document as a shallow copy that shares the document's
+    ``@page`` rule list, exactly as a freshly parsed one would.
+
+    Cached: local files whose parse touched only local files (``@import`` included), and
+    did not define counter styles, colour profiles or cascade layers (those live in
+    per-document state). Everything else is parsed per document, as before. An entry is
+    re-parsed when any file it read changes (mtime or size), and the URL passes the
+    fetcher's checks on every use.
+    """
+
+    def __init__(self, fetcher: Any) -> None:
+        self._fetcher = fetcher
+        self._entries: dict[tuple[str, str, int, bool], _ParsedSheet] = {}
+        self._recording = threading.local()
+
+    def record(self, url: str) -> None:
+        urls = getattr(self._recording, "urls", None)
+        if urls is not None:
+            urls.append(url)
+
+    def get(self, base: type, url: str, url_fetcher: Any, media_type: str, font_config: Any,
+            counter_style: Any, color_profiles: Any, page_rules: list[Any], layers: list[Any],
+            _check_mime_type: bool) -> Any:
+        """A copy of the parsed sheet for one document, or None to parse it as usual."""
+        if not url.lower().startswith("file:"):
+            return None
+        self._fetcher.local_path(url)  # the same refusal as a fetch, on every use
+        key = (url, media_type, id(font_config), _check_mime_type)
+        entry = self._entries.get(key)
+        if entry is None or not entry.fresh():
+            entry = self._parse(base, url, media_type, font_config, type(counter_style),
+                                _check_mime_type)
+            if len(self._entries) >= STYLESHEET_CACHE_SIZE:
+                self._entries.clear()
+            self._entries[key] = entry
+        if entry.sheet is None:
+            return None
+        sheet = copy.copy(entry.sheet)
+        # As if parsed in this document: its author sheets share one @page rule list
+        # (and one layer list; a cached sheet has no layers of its own).
+        sheet.page_rules, sheet.layers = page_rules, layers
+        page_rules.extend(entry.sheet.page_rules)
+        return sheet
+
+    def _parse(self, base: type, url: str, media_type: str, font_config: Any,
+               counter_style_type: type, check_mime_type: bool) -> _ParsedSheet:
+        urls: list[str] = []
+        self._recording.urls = urls
+        counter_style: dict[Any, Any] = counter_style_type()
+        color_profiles: dict[Any, Any] = {}
+        layers: list[Any] = []
+        try:
+            sheet = base(url=url, url_fetcher=self._fetcher, media_type=media_type,
+                         font_config=font_config, counter_style=counter_style,
+                         color_profiles=color_profiles, page_rules=[], layers=layers,
+                         _check_mime_type=check_mime_type)
+        finally:
+            self._recording.urls = None
+        files = []
+        cacheable = not (counter_style or color_profiles or layers)
+        for read in urls:
+            scheme = read.split(":", 1)[0].lower()
+            if scheme == "file":
+                path = self._fetcher.local_path(read)
+                st = path.stat()
+                files.append((path, st.st_mtime_ns, st.st_size))
+            elif scheme != "data":
+                cacheable = False
+        return _ParsedSheet(sheet if cacheable else None, tuple(files))
+
+
+def _install_stylesheet_hook() -> bool:
+    """Route WeasyPrint's ``<link>`` stylesheet parsing through a fetcher's cache.
+
+    ``weasyprint.css`` builds linked stylesheets with its module-level ``CSS``; this
+    replaces that name with a subclass whose constructor returns a cached copy when the
+    fetcher carries a ``stylesheet_cache`` (only pdftasks' fetchers do) and otherwise builds
+    a plain ``weasyprint.CSS`` exactly as before. Returns False (no caching) if WeasyPrint's
+    layout differs from the one this was written for (70).
+    """
+    import weasyprint
+    import weasyprint.css as css_module
+
+    current = getattr(css_module, "CSS", None)
+    if getattr(current, "_pdftasks_hook", False):
+        return True
+    base = weasyprint.CSS
+    if current is not base:
+        return False
+
+    class CachedLinkCSS(base):  # type: ignore[misc, valid-type]
+        _pdftasks_hook = True
+
+        def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+            cache = getattr(kwargs.get("url_fetcher"), "stylesheet_cache", None)
+            if cache is not None and not args and kwargs.keys() == _LINK_CSS_KWARGS:
+                sheet = cache.get(base, **kwargs)
+                if sheet is not None:
+                    return sheet  # a plain weasyprint.CSS: __init__ is not run again
+            return base(*args, **kwargs)
+
+    css_module.CSS = CachedLinkCSS
+    return True
 
 
 class PDFService:
@@ -169,8 +320,10 @@ class PDFService:
 
         self.config = config or PDFServiceConfig.from_settings()
         self.templates_dir = Path(self.config.templates_dir).expanduser().resolve()
-        self.storage = LocalStorage(self.config.output_dir)
-        self.output_dir = self.storage.output_dir
+        target = self.config.storage if self.config.storage is not None \
+            else get_settings().storage
+        self.storage = make_storage(target or self.config.output_dir)
+        self.output_dir = Path(self.config.output_dir).expanduser().resolve()
         self.env = SandboxedEnvironment(
             loader=jinja2.FileSystemLoader(str(self.templates_dir)),
             autoescape=True,
@@ -296,7 +449,8 @@ class PDFService:
 
     def generate_pdf(self, template: str, data: Mapping[str, Any], output_filename: str,
                      css_file: str | None = None) -> RenderResult:
-        """Render and write ``output_filename`` atomically inside the output directory."""
+        """Render and write ``output_filename`` atomically to the storage (the output
+        directory, or S3 with ``storage``); ``path`` is the file's path or ``s3://`` URI."""
         started = time.perf_counter()
         self.check_job(template, output_filename, css_file, data)
         pdf, pages = self.render_pdf(template, data, css_file)
@@ -305,13 +459,24 @@ class PDFService:
                             duration_ms=round((time.perf_counter() - started) * 1000, 1))
 
     def cleanup_old_files(self, days: float) -> int:
-        """Delete PDFs older than ``days`` from the output directory; return how many."""
+        """Delete PDFs older than ``days`` from the storage; return how many."""
         return len(self.storage.delete_older_than(time.time() - days * 86400))
 
-    def warm_up(self) -> float:
-        """Render a tiny document so fonts and layout code are loaded; return ms taken."""
+    def warm_up(self, freeze_gc: bool = True) -> float:
+        """Render a tiny document so fonts and layout code are loaded; return ms taken.
+
+        With ``freeze_gc`` (the default; worker processes call this once at start) the
+        objects alive afterwards (modules, WeasyPrint's user-agent stylesheets, fonts: about
+        100,000 in a worker) move to the garbage collector's permanent generation
+        (``gc.freeze()``). They live as long as the process, but without this every full
+        collection walks them again: about every 11th one-page invoice paid a ~65 ms
+        collection instead of ~14 ms (``benchmarks/render_cost.py``).
+        """
         started = time.perf_counter()
         self.html_to_pdf(_WARMUP_HTML)
+        if freeze_gc:
+            gc.collect()
+            gc.freeze()
         return (time.perf_counter() - started) * 1000
 
 

@@ -313,28 +313,37 @@ def run_entry(app: Celery, entry: str, kind: str, slot: str | None, priority: st
 
 @dataclasses.dataclass
 class CleanupReport:
-    files: list[Path]
+    files: list[Path | str]  # paths, or s3:// URIs on S3 storage
     jobs: list[str]
     results: int
     dry_run: bool
+    dead_letters: list[str] = dataclasses.field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         return {"deleted_files": len(self.files), "deleted_jobs": len(self.jobs),
-                "deleted_results": self.results, "dry_run": self.dry_run}
+                "deleted_results": self.results, "dry_run": self.dry_run,
+                "dead_letters": len(self.dead_letters)}
 
 
 def cleanup(app: Celery, days: float, dry_run: bool = False) -> CleanupReport:
     """Delete PDFs, finished job records and expired results older than ``days``.
 
     Only regular files directly inside the output directory are deleted; symlinks are
-    never followed or removed.
+    never followed or removed. With ``PDFTASKS_STORAGE=s3://…``, the ``.pdf`` objects
+    directly under the prefix, by their LastModified. On SQS, jobs whose messages were
+    dead-lettered are recorded as FAILED first.
     """
-    from pdftasks.storage import LocalStorage
+    from pdftasks.storage import storage_for
     from pdftasks.tasks import app_settings, job_store
 
     s = app_settings(app)
     cutoff = time.time() - days * 86400
-    files = LocalStorage(s.output_dir).delete_older_than(cutoff, dry_run=dry_run)
+    dead: list[str] = []
+    if s.is_sqs:
+        from pdftasks.aws import reap_dead_letters
+
+        dead = reap_dead_letters(app, dry_run=dry_run)
+    files = storage_for(s).delete_older_than(cutoff, dry_run=dry_run)
     store = job_store(app)
     final = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
     jobs = store.created_before(cutoff, final)
@@ -342,7 +351,7 @@ def cleanup(app: Celery, days: float, dry_run: bool = False) -> CleanupReport:
     if not dry_run:
         store.delete(jobs)
         results = _expire_results(app, s)
-    return CleanupReport(files, jobs, results, dry_run)
+    return CleanupReport(files, jobs, results, dry_run, dead)
 
 
 def _expire_results(app: Celery, s: Settings) -> int:

@@ -95,6 +95,26 @@ class Settings(BaseSettings):
     flower_basic_auth: str | None = Field(None, description="user:password for Flower.")
     metrics_port: int = Field(9808, ge=1, le=65535)
 
+    # AWS (pdftasks.aws): SQS broker (PDFTASKS_BROKER_URL=sqs://), DynamoDB job records and
+    # results, S3 storage for PDFs (PDFTASKS_STORAGE=s3://bucket/prefix, with any broker).
+    aws_region: str = Field("us-east-1", description="Region of SQS, DynamoDB and S3.")
+    aws_endpoint_url: str | None = Field(
+        None, description="One endpoint for SQS, DynamoDB and S3 (local servers); unset = AWS.")
+    sqs_queue_prefix: str = Field("", pattern=r"^[A-Za-z0-9_-]{0,30}$",
+                                  description="Prefix of the SQS queue names.")
+    sqs_predefined_queues: str = Field(
+        "", description="Existing queues: urgent=URL,high=URL,normal=URL,low=URL (or JSON).")
+    sqs_wait_time_s: int = Field(10, ge=0, le=20, description="SQS long polling, in seconds.")
+    sqs_polling_interval_s: float = Field(
+        0.1, ge=0, description="Pause after an empty SQS poll (kombu's polling_interval).")
+    sqs_priority_polling: bool = Field(
+        True, description="Free workers poll the queues urgent first (pdftasks.aws.Channel).")
+    dynamodb_table: str = Field("pdftasks", pattern=r"^[A-Za-z0-9_.-]{3,255}$")
+    storage: str = Field("", description="Where PDFs go: s3://bucket/prefix; empty = "
+                                         "PDFTASKS_OUTPUT_DIR.")
+    s3_presign_expires_s: int = Field(3600, ge=1, le=7 * 86400,
+                                      description="Lifetime of presigned download URLs.")
+
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
@@ -111,6 +131,16 @@ class Settings(BaseSettings):
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
 
+    @field_validator("storage")
+    @classmethod
+    def _storage_url(cls, value: str) -> str:
+        import re
+
+        if value and not re.match(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$", value):
+            raise ValueError("PDFTASKS_STORAGE must be empty (local output dir) or "
+                             "s3://bucket/prefix")
+        return value.rstrip("/")
+
     @model_validator(mode="after")
     def _limits_consistent(self) -> Settings:
         if self.hard_time_limit_s <= self.soft_time_limit_s:
@@ -120,12 +150,26 @@ class Settings(BaseSettings):
                 "PDFTASKS_VISIBILITY_TIMEOUT_S must be above PDFTASKS_HARD_TIME_LIMIT_S, "
                 "or Redis redelivers jobs that are still rendering"
             )
+        if self.is_sqs:
+            # A retry waits out its countdown in the worker with its message received but
+            # unacknowledged: SQS must not redeliver it meanwhile.
+            needed = int(self.retry_backoff_max_s + self.hard_time_limit_s) + 60
+            self.visibility_timeout_s = max(self.visibility_timeout_s, needed)
+            if self.visibility_timeout_s > 43200:
+                raise ValueError("PDFTASKS_VISIBILITY_TIMEOUT_S is at most 43200 s on SQS "
+                                 "(and must exceed PDFTASKS_RETRY_BACKOFF_MAX_S + the hard "
+                                 "time limit)")
         return self
 
     @property
     def is_local(self) -> bool:
         """True on the zero-setup default: broker and results in files under ``home``."""
         return not self.broker_url
+
+    @property
+    def is_sqs(self) -> bool:
+        """True when the broker is Amazon SQS (job records and results on DynamoDB)."""
+        return bool(self.broker_url and self.broker_url.startswith("sqs://"))
 
     @property
     def effective_broker_url(self) -> str:
@@ -137,15 +181,19 @@ class Settings(BaseSettings):
             return self.result_backend
         if self.broker_url and self.broker_url.startswith(("redis://", "rediss://")):
             return self.broker_url
+        if self.is_sqs:  # results as items of the job table (pdftasks.aws)
+            return f"pdftasks.aws.DynamoDBResultBackend+dynamodb://{self.dynamodb_table}"
         return f"file://{self.home / 'results'}"
 
     @property
     def effective_job_store_url(self) -> str:
-        """Job records: the Redis broker's server, else SQLite under ``home``."""
+        """Job records: the Redis broker's server, DynamoDB with SQS, else SQLite."""
         if self.job_store_url:
             return self.job_store_url
         if self.broker_url and self.broker_url.startswith(("redis://", "rediss://")):
             return self.broker_url
+        if self.is_sqs:
+            return f"dynamodb://{self.dynamodb_table}"
         return f"sqlite:///{self.home / 'jobs.sqlite3'}"
 
     def to_env(self) -> dict[str, str]:

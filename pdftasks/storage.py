@@ -1,17 +1,25 @@
-"""Where PDFs go. Local directory storage with atomic writes."""
+"""Where PDFs go: a local directory (atomic writes) or S3 (``pdftasks.aws.S3Storage``)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import re
+import socket
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pdftasks.errors import StorageError, UnsafePathError
 
+if TYPE_CHECKING:
+    from pdftasks.settings import Settings
+
 #: Output names: one path component, ending in .pdf, no hidden files.
 _OUTPUT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._ ()+@,=-]{0,195}\.pdf$", re.IGNORECASE)
+#: This host in temporary file names, so a writer can be recognised as dead (one output
+#: directory may be shared by several hosts).
+_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40] or "host"
 
 
 def check_output_filename(name: object) -> str:
@@ -55,8 +63,8 @@ class LocalStorage:
         tmp_name = None
         try:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{filename}.", suffix=".tmp",
-                                            dir=self.output_dir)
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{filename}.{_HOST}-{os.getpid()}.",
+                                            suffix=".tmp", dir=self.output_dir)
             with os.fdopen(fd, "wb") as tmp:
                 tmp.write(data)
                 tmp.flush()
@@ -73,6 +81,27 @@ class LocalStorage:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp_name)
         return path
+
+    def discard_stale_temps(self, filename: str) -> list[Path]:
+        """Delete temporary files of ``filename`` whose writer on this host has died.
+
+        A writer killed between creating its temporary file and renaming it (SIGKILL, out
+        of memory, hard time limit) leaves ``.<filename>.<host>-<pid>.<random>.tmp``
+        behind. The job is delivered again and calls this first. Files of live writers and
+        of other hosts are kept; ``delete_older_than`` removes old ones.
+        """
+        pattern = re.compile(rf"\.{re.escape(check_output_filename(filename))}"
+                             rf"\.{re.escape(_HOST)}-(\d+)\.\w+\.tmp")
+        removed = []
+        with contextlib.suppress(OSError), os.scandir(self.output_dir) as entries:
+            for entry in entries:
+                match = pattern.fullmatch(entry.name)
+                if match is None or _alive(int(match.group(1))):
+                    continue
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+        return removed
 
     def delete_older_than(self, cutoff: float, dry_run: bool = False) -> list[Path]:
         """Delete PDFs in the output directory modified before ``cutoff`` (epoch seconds).
@@ -97,3 +126,35 @@ class LocalStorage:
                         path.unlink()
                 deleted.append(path)
         return deleted
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        pass
+    with contextlib.suppress(OSError, IndexError):
+        # A killed process that nobody reaped yet (a zombie) is dead too.
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    return True
+
+
+def make_storage(target: str | os.PathLike[str], settings: Settings | None = None) -> Any:
+    """The storage for ``target``: ``s3://bucket/prefix`` → ``S3Storage`` (region and
+    endpoint from ``settings``), anything else → ``LocalStorage`` of that directory.
+
+    Both have ``write(filename, data)`` (returning the ``Path`` or the ``s3://`` URI that
+    becomes the job's ``result_path``) and ``delete_older_than(cutoff, dry_run)``.
+    """
+    if isinstance(target, str) and target.startswith("s3://"):
+        from pdftasks.aws import S3Storage
+
+        return S3Storage(target, settings)
+    return LocalStorage(target)
+
+
+def storage_for(settings: Settings) -> Any:
+    """The storage configured by ``PDFTASKS_STORAGE`` (else ``PDFTASKS_OUTPUT_DIR``)."""
+    return make_storage(settings.storage or settings.output_dir, settings)

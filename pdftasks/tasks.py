@@ -17,8 +17,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from billiard.exceptions import WorkerLostError
 from celery import Celery, Task, signals, states
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
+from celery.result import task_join_will_block
 from celery.worker.request import Request
 from kombu.exceptions import OperationalError
 
@@ -143,7 +145,8 @@ def describe(exc: BaseException) -> str:
 
 
 class PdfRequest(Request):
-    """Records the job as FAILED when Celery's hard time limit kills its worker child."""
+    """Keeps the job record right when the worker child dies: FAILED when Celery's hard
+    time limit kills it, COMPLETED when it died after its success was stored."""
 
     def on_timeout(self, soft: bool, timeout: float) -> None:
         super().on_timeout(soft, timeout)
@@ -151,6 +154,35 @@ class PdfRequest(Request):
             fail_job(self.task.app, self.id,
                      f"RenderTimeoutError: hard time limit of {timeout:g} s exceeded; "
                      "the worker process was killed")
+
+    def cancel(self, pool: Any, signal: Any = None, emit_retry: bool = True) -> None:
+        # Celery cancels running jobs when the broker connection is lost, then announces the
+        # cancel through the result backend. When that is the Redis that just went away,
+        # the announcement fails after the child was signalled, the child's exit is taken
+        # for a revoke, and the message is acknowledged: the job would be lost. Marked as
+        # cancelled, the message stays unacknowledged and is delivered again.
+        try:
+            super().cancel(pool, signal, emit_retry)
+        finally:
+            if self.time_start:
+                self._already_cancelled = True
+
+    def on_failure(self, exc_info: Any, send_failed_event: bool = True,
+                   return_ok: bool = False) -> None:
+        super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
+        if not isinstance(getattr(exc_info.exception, "exc", exc_info.exception),
+                          WorkerLostError):
+            return
+        # Celery stores SUCCESS before it calls on_success in the child. A child lost in
+        # between leaves a PROCESSING record, and Celery acknowledges the message instead of
+        # redelivering it (the job did succeed): complete the record here.
+        try:
+            meta = self.task.backend.get_task_meta(self.id)
+            if meta.get("status") == states.SUCCESS:
+                self.task.on_success(meta.get("result"), self.id, (), {})
+        except Exception:
+            log.exception("could not complete the record of job %s after its worker "
+                          "process was lost", self.id)
 
 
 class PdfTask(Task):
@@ -175,6 +207,7 @@ class PdfTask(Task):
         bound["priority"] = prio.label
         job = make_job(self.app, options.get("task_id"), bound)
         options["task_id"] = job.job_id
+        check_broker(self.app)
         store = job_store(self.app)
         store.create(job)
         try:
@@ -194,6 +227,12 @@ class PdfTask(Task):
             return super().apply_async(args, kwargs, **options)
         except OperationalError as exc:
             raise BrokerUnavailableError(f"cannot reach the broker: {exc}") from exc
+        except RuntimeError as exc:
+            # How Celery's Redis result backend gives up reconnecting to the result store.
+            if not isinstance(exc.__cause__, _connection_errors(self.app)):
+                raise
+            raise BrokerUnavailableError(
+                f"cannot reach the result store: {exc.__cause__}") from exc
 
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
         if not isinstance(retval, dict) or "path" not in retval:
@@ -214,6 +253,29 @@ class PdfTask(Task):
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
                    einfo: Any) -> None:
         fail_job(self.app, task_id, describe(exc))
+
+
+def _connection_errors(app: Celery) -> tuple[type[BaseException], ...]:
+    return tuple(getattr(app.backend, "connection_errors", ()))
+
+
+def check_broker(app: Celery) -> None:
+    """Raise ``BrokerUnavailableError`` at once if the Redis result store (by default the
+    broker's server) does not answer; called before a job is recorded.
+
+    Celery subscribes to a job's result before publishing it, and its Redis backend retries
+    a failed subscription 20 times, a second apart, then raises an untyped RuntimeError:
+    without this check an unreachable broker held the caller for 20 s, and one that accepts
+    connections but never answers for many minutes. One PING, bounded by the socket
+    timeouts set in ``celery_app``.
+    """
+    client = getattr(app.backend, "client", None)
+    if task_join_will_block() or not callable(getattr(client, "ping", None)):
+        return  # worker children do not subscribe; other backends do not either
+    try:
+        client.ping()
+    except _connection_errors(app) as exc:
+        raise BrokerUnavailableError(f"cannot reach the broker: {exc}") from exc
 
 
 def make_job(app: Celery, job_id: str | None, bound: Mapping[str, Any]) -> Job:
@@ -264,6 +326,10 @@ def _generate_pdf(self: Task, template: str, data: Mapping[str, Any], output_fil
             if job.status is JobStatus.CANCELLED:
                 self.update_state(state=states.REVOKED)
             raise Ignore()
+    if crashes > 0:
+        # An earlier delivery died, perhaps between writing its temporary file and
+        # renaming it: remove that file before rendering again.
+        render_service(app).storage.discard_stale_temps(output_filename)
     limit = s.soft_time_limit_s
     try:
         # Our own alarm as well as Celery's soft limit: the child enforces it even when the

@@ -359,7 +359,7 @@ def on_event(app: Any, event: str, job_id: str, error: str | None) -> None:
 
     job = job_store(app).get(job_id)
     url = job.metadata.get(CALLBACK_KEY) if job is not None else None
-    if not url:
+    if job is None or not url:
         return
     s = app_settings(app)
     app.tasks[DELIVER_WEBHOOK].apply_async(

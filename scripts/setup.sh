@@ -7,11 +7,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-extras="redis,api,dev"
+extras="redis,api,sqs,ops,dev"
 packages=(libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz0b libharfbuzz-subset0 fonts-dejavu-core
           shared-mime-info)
 if [[ "${1:-}" == "--test" ]]; then
-  packages+=(redis-server)
+  packages+=(redis-server chromium)
 fi
 
 missing=()

@@ -1,0 +1,432 @@
+#!/usr/bin/env python
+"""Per-PDF cost of a one-page invoice: stock WeasyPrint calls next to a warm pdftasks worker.
+
+Issue 8, benchmark 2. Target: <= 50 ms per one-page invoice in a warm worker, with the same
+output as a stock render (text and page count equal, pages the same pixels).
+
+Rows (every setup runs in its own fresh Python process, one after the other, same invoices)
+------------------------------------------------------------------------------------------
+* ``stock, no HarfBuzz subsetting``: the product guide's setup, fresh objects per document:
+  one Jinja ``Environment`` (it caches compiled templates, as the guide's service would),
+  then per invoice ``HTML(string=html, base_url=templates).write_pdf(path,
+  font_config=FontConfiguration())``: a new font configuration, the linked stylesheets
+  fetched and parsed again, fonts subset by fontTools. WeasyPrint picks HarfBuzz
+  subsetting at import when ``libharfbuzz-subset`` loads (``weasyprint.text.ffi
+  .harfbuzz_subset``, imported by name into ``weasyprint.pdf.fonts``); this process sets
+  both names to ``None`` right after importing WeasyPrint, which is exactly what WeasyPrint
+  does when the library is missing (it then warns and uses fontTools; the run checks that
+  the fontTools path was taken).
+* ``stock, HarfBuzz subsetting``: the same with the library as installed.
+* ``pdftasks before issue 8``: ``PDFService.generate_pdf`` reused across jobs (compiled
+  templates, ``FontConfiguration``, the ``css_file`` cache and WeasyPrint's image cache
+  kept), with this work's two changes switched off: linked stylesheets parsed per document
+  and no ``gc.freeze()`` after warm-up.
+* ``pdftasks warm worker``: ``PDFService.generate_pdf`` as a worker child runs it: the
+  Celery app imported first (same heap as a worker child), the service created and warmed up
+  (``warm_up()``), a few invoices rendered, then measured.
+* ``pdftasks worker, end-to-end`` (reference): ``duration_ms`` reported by real
+  ``python -m pdftasks worker -c 1`` jobs on a private redis-server, submitted one at a
+  time after warm-up (``--worker-jobs``; 0 skips it).
+
+All rows time the same unit of work: template + data to a PDF file on disk (the stock rows
+write the file with ``write_pdf(path)``, pdftasks writes it atomically with fsync).
+Statistics are over ``--n`` invoices (``sample_invoice(i)``) after 3 unmeasured ones.
+
+Where the time goes: each in-process row also wraps WeasyPrint's stages with timers (a few
+calls per document, no profiler overhead): HTML parsing, styles (finding and parsing
+stylesheets + cascade), box building, layout, paint, fonts (subsetting), PDF serialization;
+"rest" is Jinja, checks, the font configuration of the stock rows and the file write.
+For a line-level profile: ``--profile`` prints cProfile's top functions of the warm row.
+
+Output check: page 1 of the warm row's invoice and of the stock (HarfBuzz) row's invoice
+for the same data are compared: ``pypdf`` text and page count, and ``pdftoppm`` renders at
+100 dpi compared pixel by pixel (skipped with a note if pdftoppm is missing).
+
+Run: ``.venv/bin/python benchmarks/render_cost.py`` (about 40 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    ROOT,
+    CpuMonitor,
+    RedisServer,
+    celery_ping,
+    load_average,
+    log,
+    machine_description,
+    pdftasks_worker,
+    percentile,
+    print_table,
+    release_results,
+    sigterm_as_exit,
+    use_pdftasks_env,
+)
+
+TEMPLATE = "invoice.html"
+TARGET_MS = 50.0
+WARMUP_DOCS = 3
+STAGES = ["html parse", "styles", "boxes", "layout", "paint", "fonts", "pdf write", "rest"]
+MODES = {
+    "stock-nosubset": "stock, no HarfBuzz subsetting",
+    "stock-subset": "stock, HarfBuzz subsetting",
+    "service-before": "pdftasks before issue 8",
+    "service": "pdftasks warm worker",
+}
+
+
+# Child side: one setup per process.
+
+class StageTimer:
+    """Wraps WeasyPrint's stage functions with perf_counter timers (ms per document)."""
+
+    def __init__(self) -> None:
+        self.current: dict[str, float] = {}
+        self.docs: list[dict[str, float]] = []
+
+    def wrap(self, owner: Any, name: str, stage: str) -> None:
+        original = getattr(owner, name)
+        timer = self
+
+        @functools.wraps(original)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                ms = (time.perf_counter() - started) * 1000
+                timer.current[stage] = timer.current.get(stage, 0.0) + ms
+
+        setattr(owner, name, timed)
+
+    def install(self) -> None:
+        import pydyf
+        import weasyprint
+        import weasyprint.document
+        import weasyprint.pdf
+
+        doc = weasyprint.document
+        self.wrap(weasyprint.HTML, "__init__", "html parse")
+        self.wrap(doc, "get_all_computed_styles", "styles")
+        self.wrap(doc, "build_formatting_structure", "boxes")
+        self.wrap(doc.Document, "_render", "_render")
+        self.wrap(doc.Page, "paint", "paint")
+        self.wrap(weasyprint.pdf, "build_fonts_dictionary", "fonts")
+        self.wrap(doc, "generate_pdf", "_generate")
+        self.wrap(pydyf.PDF, "write", "pdf write")
+
+    def finish(self, total_ms: float) -> None:
+        c = self.current
+        stages = {k: c.get(k, 0.0) for k in ("html parse", "styles", "boxes", "paint", "fonts",
+                                               "pdf write")}
+        stages["layout"] = c.get("_render", 0.0) - stages["styles"] - stages["boxes"]
+        # generate_pdf = paint + fonts + building the PDF objects; count the latter as writing.
+        stages["pdf write"] += c.get("_generate", 0.0) - stages["paint"] - stages["fonts"]
+        stages["rest"] = total_ms - sum(stages.values())
+        self.docs.append(stages)
+        self.current = {}
+
+
+def _stock_no_subset() -> None:
+    import weasyprint.pdf.fonts
+    import weasyprint.text.ffi
+
+    weasyprint.text.ffi.harfbuzz_subset = None
+    weasyprint.pdf.fonts.harfbuzz_subset = None
+
+
+def child(mode: str, n: int, out_dir: Path, profile: bool) -> dict[str, Any]:
+    import gc
+    import logging
+    import warnings
+
+    warnings.simplefilter("ignore")
+    logging.getLogger("weasyprint").setLevel(logging.ERROR)  # fontTools fallback warning
+    from pdftasks.samples import sample_invoice
+
+    templates = ROOT / "templates"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    timer = StageTimer()
+    if mode.startswith("stock"):
+        import jinja2
+        import weasyprint
+        from weasyprint.text.fonts import FontConfiguration
+
+        if mode == "stock-nosubset":
+            _stock_no_subset()
+        fonttools_calls = [0]
+        import weasyprint.pdf.fonts as wfonts
+
+        original_subset = wfonts.Font._fonttools_subset
+
+        def counting(self: Any, *a: Any, **k: Any) -> Any:
+            fonttools_calls[0] += 1
+            return original_subset(self, *a, **k)
+
+        wfonts.Font._fonttools_subset = counting
+        env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates)), autoescape=True)
+        base_url = templates.as_uri() + "/"
+
+        def render(i: int, path: Path) -> int:
+            html = env.get_template(TEMPLATE).render(**sample_invoice(i))
+            document = weasyprint.HTML(string=html, base_url=base_url).render(
+                font_config=FontConfiguration())
+            document.write_pdf(path)
+            return len(document.pages)
+    else:
+        import pdftasks.celery_app  # noqa: F401  (a worker child's heap)
+        from pdftasks.render import PDFService, PDFServiceConfig
+
+        service = PDFService(PDFServiceConfig(templates_dir=templates, output_dir=out_dir))
+        if mode == "service-before":
+            service._fetcher.stylesheet_cache = None
+            service.warm_up(freeze_gc=False)
+        else:
+            service.warm_up()
+        fonttools_calls = [0]
+
+        def render(i: int, path: Path) -> int:
+            return service.generate_pdf(TEMPLATE, sample_invoice(i), path.name).pages
+
+    for i in range(WARMUP_DOCS):
+        render(900_000 + i, out_dir / f"warm_{i}.pdf")
+    fonttools_before = fonttools_calls[0]
+    timer.install()
+    if profile:
+        import cProfile
+        import pstats
+
+        prof = cProfile.Profile()
+        prof.enable()
+    times, cpu, pages = [], [], set()
+    gc_count = sum(s["collections"] for s in gc.get_stats())
+    for i in range(1, n + 1):
+        path = out_dir / f"inv_{i:04d}.pdf"
+        started, started_cpu = time.perf_counter(), time.process_time()
+        pages.add(render(i, path))
+        times.append((time.perf_counter() - started) * 1000)
+        cpu.append((time.process_time() - started_cpu) * 1000)
+        timer.finish(times[-1])
+    if profile:
+        prof.disable()
+        stats = pstats.Stats(prof, stream=sys.stderr)
+        stats.sort_stats("cumulative").print_stats(40)
+        stats.sort_stats("tottime").print_stats(25)
+    return {
+        "mode": mode, "ms": times, "cpu_ms": cpu, "pages": sorted(pages),
+        "stages": {k: statistics.mean(d[k] for d in timer.docs) for k in STAGES},
+        "sample": str(out_dir / "inv_0001.pdf"),
+        "fonttools_calls": fonttools_calls[0] - fonttools_before,
+        "gc_collections": sum(s["collections"] for s in gc.get_stats()) - gc_count,
+    }
+
+
+# Parent side.
+
+def run_child(mode: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    n = args.n_stock_nosubset if mode == "stock-nosubset" else args.n
+    cmd = [sys.executable, __file__, "--child", mode, "--n", str(n), "--out", str(tmp / mode)]
+    if args.profile and mode == "service":
+        cmd.append("--profile")
+    log(f"{MODES[mode]}: {n} invoices in a fresh process")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    cpu = CpuMonitor([proc.pid])
+    cpu.start()
+    try:
+        stdout, stderr = proc.communicate(timeout=args.timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if proc.returncode:
+        raise RuntimeError(f"{mode} failed:\n{stderr[-3000:]}")
+    if args.profile and stderr:
+        print(stderr, file=sys.stderr)
+    result = json.loads(stdout.strip().splitlines()[-1])
+    result["other_cpu"] = cpu.foreign_cores()
+    return result
+
+
+def run_worker(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """duration_ms of real worker jobs, one at a time, after warm-up."""
+    server = RedisServer(tmp / "redis").start()
+    try:
+        use_pdftasks_env({
+            "PDFTASKS_BROKER_URL": server.url(0),
+            "PDFTASKS_TEMPLATES_DIR": str(ROOT / "templates"),
+            "PDFTASKS_OUTPUT_DIR": str(tmp / "out-worker"),
+            "PDFTASKS_HOME": str(tmp / "home"),
+        })
+        from pdftasks import generate_pdf
+        from pdftasks.celery_app import app
+        from pdftasks.samples import sample_invoice
+
+        hostname = f"bench-render-cost-{os.getpid()}@localhost"
+        worker = pdftasks_worker(1, hostname, tmp / "worker.log", cwd=tmp)
+        held: list[Any] = []
+        try:
+            worker.start()
+            assert worker.proc is not None and server.proc is not None
+            worker.wait_ready(celery_ping(app, hostname), timeout=90)
+            cpu = CpuMonitor([worker.proc.pid, server.proc.pid])
+            times = []
+            for i in range(WARMUP_DOCS + args.worker_jobs):
+                if i == WARMUP_DOCS:
+                    cpu.start()
+                held.append(generate_pdf.delay(template=TEMPLATE, data=sample_invoice(i + 1),
+                                               output_filename=f"w_{i:04d}.pdf"))
+                out = held[-1].get(timeout=60)
+                if i >= WARMUP_DOCS:
+                    times.append(out["duration_ms"])
+            return {"mode": "worker", "ms": times, "other_cpu": cpu.foreign_cores()}
+        finally:
+            release_results(app, held)
+            held.clear()
+            worker.stop()
+    finally:
+        server.stop()
+
+
+def compare_output(a: str, b: str, tmp: Path) -> str:
+    """pypdf text + page count, and pdftoppm pixels, of two PDFs."""
+    from pypdf import PdfReader
+
+    ra, rb = PdfReader(a), PdfReader(b)
+    text_a = [p.extract_text() for p in ra.pages]
+    text_b = [p.extract_text() for p in rb.pages]
+    verdict = [f"pages {len(text_a)} vs {len(text_b)}",
+               "text equal" if text_a == text_b else "TEXT DIFFERS"]
+    if shutil.which("pdftoppm") is None:
+        return "; ".join([*verdict, "pixels not compared (pdftoppm missing)"])
+    from PIL import Image, ImageChops
+
+    images = []
+    for name, pdf in (("a", a), ("b", b)):
+        prefix = tmp / f"cmp-{name}"
+        subprocess.run(["pdftoppm", "-r", "100", "-png", pdf, str(prefix)], check=True)
+        images.append([Image.open(p).convert("RGB")
+                       for p in sorted(tmp.glob(f"cmp-{name}*.png"))])
+    same = len(images[0]) == len(images[1]) and all(
+        ImageChops.difference(x, y).getbbox() is None for x, y in zip(*images, strict=True))
+    verdict.append("pages pixel-identical at 100 dpi" if same else "PIXELS DIFFER")
+    return "; ".join(verdict)
+
+
+def fmt(ms: float) -> str:
+    return "-" if math.isnan(ms) else f"{ms:.1f}"
+
+
+def report(args: argparse.Namespace, results: list[dict[str, Any]], check: str,
+           seconds: float) -> bool:
+    by_mode = {r["mode"]: r for r in results}
+    stock = by_mode.get("stock-nosubset", {}).get("ms")
+    stock_p50 = statistics.median(stock) if stock else math.nan
+    warm_p50 = statistics.median(by_mode["service"]["ms"])
+    print()
+    print("render_cost: one-page invoice (templates/invoice.html, sample_invoice(i)), "
+          "template + data -> PDF file, one process")
+    print(f"machine: {machine_description()}")
+    print()
+    rows = []
+    for r in results:
+        name = MODES.get(r["mode"], "pdftasks worker, end-to-end (duration_ms)")
+        ms = r["ms"]
+        p50 = statistics.median(ms)
+        cpu = statistics.median(r["cpu_ms"]) if "cpu_ms" in r else math.nan
+        rows.append([name, len(ms), fmt(p50), fmt(percentile(ms, 95)), fmt(statistics.mean(ms)),
+                     fmt(cpu), f"{stock_p50 / p50:.2f}x", f"{p50 / warm_p50:.2f}x",
+                     f"{r['other_cpu']:.2f}"])
+    print_table(["setup", "n", "p50 ms", "p95 ms", "mean ms", "CPU ms p50", "speed-up",
+                 "vs warm", "other CPU"], rows)
+    print("speed-up = stock (no subsetting) p50 / row p50; vs warm = row p50 / pdftasks warm "
+          "worker p50")
+    print()
+    print("Where the time goes (mean ms per invoice, stage timers):")
+    stage_rows = []
+    for r in results:
+        if "stages" not in r:
+            continue
+        st = r["stages"]
+        stage_rows.append([MODES[r["mode"]], *(fmt(st[k]) for k in STAGES),
+                           fmt(sum(st.values()))])
+    print_table(["setup", *STAGES, "total"], stage_rows)
+    print("styles = finding + parsing stylesheets and the cascade; fonts = font subsetting; "
+          "rest = Jinja, checks, FontConfiguration (stock), file write")
+    nosub = by_mode.get("stock-nosubset")
+    if nosub is not None:
+        print(f"fontTools subsetting calls in the no-subsetting row: {nosub['fonttools_calls']} "
+              f"({'fallback path confirmed' if nosub['fonttools_calls'] else 'NOT TAKEN'})")
+    print(f"output check (pdftasks warm worker vs stock HarfBuzz, same invoice): {check}")
+    met = warm_p50 <= TARGET_MS
+    print(f"target: pdftasks warm worker p50 <= {TARGET_MS:.0f} ms: "
+          f"{'met' if met else 'NOT met'} ({warm_p50:.1f} ms)")
+    if any(r["other_cpu"] > 0.25 for r in results):
+        print("WARNING: other programs used the CPUs while measuring (other CPU > 0.25); "
+              "times are inflated. Re-run on an idle machine.")
+    print(f"load average at end: {load_average()}; total run time {seconds:.0f} s")
+    return met
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="ms per one-page invoice: stock WeasyPrint vs a warm pdftasks worker.",
+        epilog="Methodology: see the docstring at the top of this file.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--n", type=int, default=40, help="invoices per in-process row")
+    parser.add_argument("--n-stock-nosubset", type=int, default=15,
+                        help="invoices for the slow no-subsetting row")
+    parser.add_argument("--worker-jobs", type=int, default=30,
+                        help="jobs through a real worker (0 = skip that row)")
+    parser.add_argument("--profile", action="store_true",
+                        help="print cProfile's top functions of the warm row (stderr)")
+    parser.add_argument("--timeout", type=float, default=180.0,
+                        help="bound on each row's process, in seconds")
+    parser.add_argument("--check", action="store_true", help="exit 1 if the target is missed")
+    parser.add_argument("--child", choices=sorted(MODES), help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.child, args.n, Path(args.out), args.profile)))
+        return 0
+    if args.n < 2 or args.n_stock_nosubset < 2 or args.worker_jobs < 0:
+        parser.error("--n and --n-stock-nosubset must be >= 2, --worker-jobs >= 0")
+
+    begin = time.monotonic()
+    tmp = Path(tempfile.mkdtemp(prefix="pdftasks-render-cost-"))
+    try:
+        with sigterm_as_exit():
+            results = [run_child(m, args, tmp) for m in MODES]
+            if args.worker_jobs:
+                log(f"pdftasks worker: {args.worker_jobs} jobs one at a time")
+                results.append(run_worker(args, tmp))
+            warm = next(r for r in results if r["mode"] == "service")["sample"]
+            stock = next(r for r in results if r["mode"] == "stock-subset")["sample"]
+            check = compare_output(warm, stock, tmp)
+    except KeyboardInterrupt:
+        log("interrupted; cleaning up")
+        return 130
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    met = report(args, results, check, time.monotonic() - begin)
+    return 0 if met or not args.check else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

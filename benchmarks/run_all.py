@@ -1,0 +1,210 @@
+#!/usr/bin/env python
+"""Run every benchmark in benchmarks/ and print all their tables (``make bench``).
+
+Each benchmark runs as its own process, one after the other (never two at once: they
+measure CPU time on the same cores), with the sizes below. They start and stop their own
+private redis-server and workers; this script only runs them, echoes their tables (stdout;
+progress lines go to stderr) and ends with a summary of run times. A benchmark that
+overruns its time limit is stopped (SIGTERM, so it cleans up; SIGKILL of its process group
+30 s later) and reported as such.
+
+Sizes (chosen so that everything fits in 10 minutes on a 2-core machine):
+
+==================  ==========================================  ==========================
+benchmark           arguments                                   vs its defaults
+==================  ==========================================  ==========================
+throughput          --also-concurrency N+1 --variant no-events  adds two informative rows
+render_cost         (defaults: 40 per row, 15 stock no-subset,  same
+                    30 through a worker)
+multipage           (defaults: 200-line invoice, 15 + 5 docs)   same
+memory              (defaults: 2,000 renders, ceiling test)     same
+latency             (defaults: 50 jobs + 2 x 15 job API)        same
+priority_latency    --low 400 --urgent 10                       1000 low, 20 urgent
+submit_rate         --jobs 10000 --naive 2000                   naive loop 10,000
+local_broker        --jobs 200 --max-seconds 15 --pdfs 40       500 jobs, 40 s, 100 PDFs
+api_load            --duration 5                                10 s per phase
+==================  ==========================================  ==========================
+
+Any other ``benchmarks/*.py`` script (not starting with ``_``) is run with its defaults
+and flagged, so a new benchmark is never silently left out; register it here with sizes.
+
+``--quick`` runs everything with small sizes (a smoke test, about 3 minutes; numbers are
+not meant to be quoted). ``--only`` / ``--skip`` select benchmarks by name; ``--output``
+also writes the tables to a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import BENCH_DIR, load_average, machine_description, print_table  # noqa: E402
+
+#: Time budget of the whole run on the reference machine (2 cores), in seconds.
+BUDGET_S = 600
+
+#: name -> (arguments, --quick arguments, time limit in seconds)
+_N1 = str((os.cpu_count() or 1) + 1)
+BENCHMARKS: dict[str, tuple[list[str], list[str], float]] = {
+    "throughput": (["--also-concurrency", _N1, "--variant", "no-events"],
+                   ["--jobs", "60"], 360),
+    "render_cost": ([], ["--n", "8", "--n-stock-nosubset", "3", "--worker-jobs", "5"], 240),
+    "multipage": ([], ["--n", "3", "--n-stock", "1"], 180),
+    "memory": ([], ["--renders", "200"], 420),
+    "latency": ([], ["--jobs", "10", "--manager-jobs", "3"], 180),
+    "priority_latency": (["--low", "400", "--urgent", "10"], ["--low", "60", "--urgent", "3"],
+                         300),
+    "submit_rate": (["--jobs", "10000", "--naive", "2000"], ["--jobs", "1000", "--naive", "200"],
+                    180),
+    "local_broker": (["--jobs", "200", "--max-seconds", "15", "--pdfs", "40"],
+                     ["--jobs", "50", "--max-seconds", "5", "--pdfs", "10"], 300),
+    "api_load": (["--duration", "5"], ["--duration", "2"], 240),
+}
+#: Time limit of a discovered, unregistered benchmark, in seconds.
+UNREGISTERED_LIMIT_S = 300
+
+
+def discover() -> list[str]:
+    """Registered benchmarks that exist, in the order above, then unregistered scripts."""
+    present = {p.stem for p in BENCH_DIR.glob("*.py")
+               if not p.name.startswith("_") and p.stem != "run_all"}
+    return [n for n in BENCHMARKS if n in present] + sorted(present - BENCHMARKS.keys())
+
+
+class Tee:
+    """Echo a child's stdout line by line to our stdout (and an optional file)."""
+
+    def __init__(self, stream: IO[str], sinks: list[IO[str]]) -> None:
+        self.thread = threading.Thread(target=self._run, args=(stream, sinks), daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def _run(stream: IO[str], sinks: list[IO[str]]) -> None:
+        for line in stream:
+            for sink in sinks:
+                sink.write(line)
+                sink.flush()
+
+
+def run_one(name: str, argv: list[str], limit_s: float, sinks: list[IO[str]]
+            ) -> tuple[float, str]:
+    """Run one benchmark; return (seconds, outcome)."""
+    cmd = [sys.executable, str(BENCH_DIR / f"{name}.py"), *argv]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    header = f"\n{'=' * 100}\n== {name}: {' '.join(['benchmarks/' + name + '.py', *argv])}\n"
+    for sink in sinks:
+        sink.write(header)
+        sink.flush()
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    assert proc.stdout is not None
+    tee = Tee(proc.stdout, sinks)
+    outcome = "ok"
+    try:
+        proc.wait(timeout=limit_s)
+    except subprocess.TimeoutExpired:
+        outcome = f"TIMEOUT after {limit_s:.0f} s"
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=30)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    tee.thread.join(timeout=10)
+    if outcome == "ok" and proc.returncode:
+        outcome = f"exit code {proc.returncode}"
+    return time.monotonic() - started, outcome
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Run every benchmark in benchmarks/ and print all tables.",
+        epilog="Sizes and method: see the docstring at the top of this file.")
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes: a smoke test of every benchmark (~3 minutes)")
+    parser.add_argument("--only", default="", help="comma-separated benchmark names")
+    parser.add_argument("--skip", default="", help="comma-separated benchmark names")
+    parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    parser.add_argument("--output", type=Path, help="also write the tables to this file")
+    args = parser.parse_args(argv)
+
+    names = discover()
+    only = {n for n in args.only.split(",") if n}
+    skip = {n for n in args.skip.split(",") if n}
+    unknown = (only | skip) - set(names)
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}; "
+                     f"known: {', '.join(names)}")
+    selected = [n for n in names if (not only or n in only) and n not in skip]
+    if args.list:
+        for n in names:
+            sizes = BENCHMARKS.get(n, ([], [], UNREGISTERED_LIMIT_S))
+            note = "" if n in BENCHMARKS else "  (not registered: defaults)"
+            print(f"{n:<18} {' '.join(sizes[1 if args.quick else 0]) or '(defaults)'}{note}")
+        return 0
+
+    out_file = open(args.output, "w") if args.output else None  # noqa: SIM115
+    sinks: list[IO[str]] = [sys.stdout] + ([out_file] if out_file else [])
+    begin = time.monotonic()
+    summary = []
+    try:
+        quick_note = " (--quick: smoke sizes, do not quote)" if args.quick else ""
+        intro = (f"pdftasks benchmarks{quick_note}"
+                 f"\nmachine: {machine_description()}\nload average at start: {load_average()}"
+                 f"\nstarted {time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n")
+        for sink in sinks:
+            sink.write(intro)
+        for name in selected:
+            full, quick, limit = BENCHMARKS.get(name, ([], [], UNREGISTERED_LIMIT_S))
+            sizes = quick if args.quick else full
+            seconds, outcome = run_one(name, sizes, limit, sinks)
+            if name not in BENCHMARKS:
+                outcome += " (unregistered: run with its defaults)"
+            summary.append([name, " ".join(sizes) or "(defaults)", f"{seconds:.0f}", outcome])
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    finally:
+        total = time.monotonic() - begin
+        lines: list[str] = []
+        if summary:
+            import io
+
+            buf = io.StringIO()
+            print_table(["benchmark", "arguments", "seconds", "outcome"], summary, file=buf)
+            lines.append(f"\n{'=' * 100}\nsummary\n\n{buf.getvalue()}")
+            within = total <= BUDGET_S
+            lines.append(f"total run time {total:.0f} s ({total / 60:.1f} min; budget "
+                         f"{BUDGET_S / 60:.0f} min: {'within' if within else 'OVER'}); load "
+                         f"average at end: {load_average()}\n")
+        for sink in sinks:
+            sink.write("\n".join(lines))
+            sink.flush()
+        if out_file:
+            out_file.close()
+    return 0 if all(row[3].startswith("ok") for row in summary) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,403 @@
+#!/usr/bin/env python
+"""Throughput against the rendering limit: pdftasks workers next to a bare process pool.
+
+Issue 8, benchmark 1: the same one-page invoices rendered (a) directly by a process pool of
+N processes with no queue (the limit) and (b) through pdftasks with N worker processes from
+a backlog, on the same cores. Target: pdftasks >= 97% of the direct pool.
+
+Methodology
+-----------
+* Both setups render the same ``--jobs`` (500) invoices, ``templates/invoice.html`` with
+  ``pdftasks.samples.sample_invoice(i)``, with the same renderer call as the task:
+  ``PDFService.generate_pdf`` (checks, Jinja, WeasyPrint, atomic write with fsync) on a
+  service reused across jobs and warmed up (``warm_up()``) in every process.
+* direct pool: ``multiprocessing`` (spawn) pool of N processes; ``imap_unordered`` with
+  ``chunksize=1`` hands out one invoice at a time, so a process takes the next one as soon
+  as it is free, like a queue with no broker, no result backend and no job records.
+* pdftasks: a private ``redis-server``; the backlog is queued *before* the worker starts
+  (``PDFQueueManager.submit_batch``: ``2 x N`` warm-up jobs at priority high, then the
+  measured jobs at normal), then ``python -m pdftasks worker -c N`` starts with stock
+  settings (only broker, templates, output and home directories set; log level INFO, task
+  events, late acks, prefetch 1, job records and their events, result backend on Redis).
+  Nothing is submitted while it runs; this process polls the result keys every 0.25 s.
+* Window, the same for both: from the first measured job's start (``time.time()`` when the
+  job starts in its process: the pool function's first line; the task's ``started_at``)
+  to the end of the last one (pool: after ``generate_pdf`` returned; pdftasks: the result's
+  ``date_done``, written after the task returned). PDFs/s = jobs / window. Warm-up jobs
+  run before the window in both setups. Everything that happens between two renders
+  (pool: IPC; pdftasks: job-record transitions, result and STARTED writes, events, ack,
+  fetching the next message, log lines) is inside the window.
+* busy = sum of ``duration_ms`` (the renderer's own timing) / (window x N): the share of
+  the processes' time spent in ``generate_pdf``. It splits the gap between the setups
+  into "renders got slower" (render ms) and "time between renders" (busy). between ms =
+  per process, next job's start - this job's start - this job's render (median): what a
+  job costs its process outside ``generate_pdf`` (task code, job records, result writes,
+  the ack and the wait for the next message).
+* CPU per job (from /proc, between the end of the warm-up and the last result): the
+  rendering processes, the dispatcher (the pool's parent; the worker's main process) and
+  redis-server. On N busy cores, CPU used by the dispatcher and Redis is taken from the
+  renders.
+* ``--variant`` adds pdftasks phases with single options changed (``_variant_app.py``:
+  task events off, STARTED state off, extended results off, WARNING logging) to show what
+  each costs; ``--also-concurrency C`` adds a stock pdftasks phase with C processes on the
+  same cores (e.g. N + 1, so a process waiting for its next job leaves its core to
+  another). Neither is part of the comparison the target is about.
+* Against drifting load from other programs, the jobs are split over ``--rounds`` (2)
+  alternating rounds (direct, pdftasks, direct, pdftasks, each with a fresh pool or
+  worker); a setup's PDFs/s = its PDFs / the sum of its rounds' windows. ``other CPU`` =
+  CPUs used by other programs meanwhile (/proc); above 0.25 the phase was disturbed.
+
+Run: ``.venv/bin/python benchmarks/throughput.py`` (about 1 minute with defaults;
+``--jobs 100`` for a quick check).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import multiprocessing
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    BENCH_DIR,
+    ROOT,
+    CpuMonitor,
+    RedisServer,
+    celery_ping,
+    child_pids,
+    date_done_epoch,
+    load_average,
+    log,
+    machine_description,
+    pdftasks_worker,
+    print_table,
+    proc_cpu_s,
+    sigterm_as_exit,
+    use_pdftasks_env,
+    wait_for_metas,
+)
+
+TEMPLATE = "invoice.html"
+TARGET_RATIO = 0.97
+
+
+@dataclass
+class Phase:
+    name: str
+    jobs: int = 0
+    window_s: float = math.nan
+    render_ms: list[float] = field(default_factory=list)
+    processes: int = 0
+    other_cpu: float = math.nan
+    failed: int = 0
+    pids: int = 0
+    #: CPU ms per job: the rendering processes, the dispatcher (pool parent / worker main
+    #: process) and redis-server, from /proc over the measured part.
+    cpu_ms: dict[str, float] = field(default_factory=dict)
+    #: Per process, from one job's start to the next one's start, minus the render: the
+    #: time each job costs its process outside generate_pdf, in ms.
+    gaps_ms: list[float] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.jobs / self.window_s if self.window_s and self.window_s > 0 else math.nan
+
+    @property
+    def busy(self) -> float:
+        if not self.render_ms or not self.window_s:
+            return math.nan
+        return sum(self.render_ms) / 1000 / (self.window_s * self.processes)
+
+
+# The direct pool (functions at module level: spawn children import this file).
+
+_service: Any = None
+
+
+def _pool_init(output_dir: str) -> None:
+    global _service
+    from pdftasks.render import PDFService, PDFServiceConfig
+
+    _service = PDFService(PDFServiceConfig(templates_dir=ROOT / "templates",
+                                           output_dir=output_dir))
+    _service.warm_up()
+
+
+def _pool_render(i: int) -> tuple[float, float, float, int, int]:
+    started = time.time()
+    from pdftasks.samples import sample_invoice
+
+    result = _service.generate_pdf(TEMPLATE, sample_invoice(i), f"direct_{i:05d}.pdf")
+    return started, time.time(), result.duration_ms, result.pages, os.getpid()
+
+
+def run_direct(args: argparse.Namespace, tmp: Path, measured: list[int]) -> Phase:
+    phase = Phase(f"direct pool, {args.concurrency} processes (limit)",
+                  processes=args.concurrency)
+    ctx = multiprocessing.get_context("spawn")
+    warm = list(range(900_000, 900_000 + 2 * args.concurrency))
+    with ctx.Pool(args.concurrency, initializer=_pool_init,
+                  initargs=(str(tmp / "out-direct"),)) as pool:
+        pool.map(_pool_render, warm, chunksize=1)  # not measured; every process warm
+        cpu = _ChildrenCpuMonitor([])
+        cpu.start()
+        kids = child_pids(os.getpid())
+        before = cpu_snapshot(kids, os.getpid(), None)
+        done = list(pool.imap_unordered(_pool_render, measured, chunksize=1))
+        after = cpu_snapshot(kids, os.getpid(), None)
+        phase.other_cpu = cpu.foreign_cores()
+    starts, ends = [d[0] for d in done], [d[1] for d in done]
+    phase.jobs = len(done)
+    phase.window_s = max(ends) - min(starts)
+    phase.render_ms = [d[2] for d in done]
+    phase.pids = len({d[4] for d in done})
+    phase.cpu_ms = {k: (after[k] - before[k]) * 1000 / len(done) for k in before}
+    phase.gaps_ms = gaps([(d[4], d[0], d[2]) for d in done])
+    if {d[3] for d in done} != {1}:
+        raise RuntimeError("expected one-page invoices")
+    return phase
+
+
+def gaps(jobs: list[tuple[int, float, float]]) -> list[float]:
+    """(pid, start s, render ms) of every job -> next start - start - render, in ms."""
+    out = []
+    for pid in {j[0] for j in jobs}:
+        mine = sorted(j for j in jobs if j[0] == pid)
+        out += [(b[1] - a[1]) * 1000 - a[2] for a, b in zip(mine, mine[1:], strict=False)]
+    return out
+
+
+def cpu_snapshot(renderers: list[int], dispatcher: int, redis_pid: int | None
+                 ) -> dict[str, float]:
+    """CPU seconds used so far by the rendering processes, the dispatcher and Redis."""
+    return {"renderers": sum(proc_cpu_s(p) for p in renderers),
+            "dispatcher": proc_cpu_s(dispatcher),
+            "redis": proc_cpu_s(redis_pid) if redis_pid else 0.0}
+
+
+class _ChildrenCpuMonitor(CpuMonitor):
+    """:class:`CpuMonitor` that also counts this process's children (the pool)."""
+
+    def _our_jiffies(self) -> int:
+        total = super()._our_jiffies()
+        for pid in child_pids(os.getpid()):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    rest = f.read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(rest[3]) not in self.sessions:
+                total += int(rest[11]) + int(rest[12])
+        return total
+
+
+def run_pdftasks(args: argparse.Namespace, tmp: Path, server: RedisServer, measured: list[int],
+                 variant: str = "", concurrency: int = 0) -> Phase:
+    from pdftasks import PDFQueueManager, RedisBackend
+    from pdftasks.celery_app import app, queue_names
+    from pdftasks.samples import sample_invoice
+
+    label = f"variant {variant}" if variant else "stock settings"
+    c = concurrency or args.concurrency
+    if concurrency:
+        label = f"stock settings, {c} processes"
+    phase = Phase(f"pdftasks worker -c {c} ({label})", processes=c)
+    manager = PDFQueueManager(backend=RedisBackend(url=server.url(0)))
+    warm_ids = manager.submit_batch(
+        [{"template": TEMPLATE, "data": sample_invoice(900_000 + i),
+          "output": f"warm_{i:03d}.pdf", "priority": "high"}
+         for i in range(2 * c)])
+    ids = manager.submit_batch(
+        [{"template": TEMPLATE, "data": sample_invoice(i), "output": f"inv_{i:05d}.pdf",
+          "priority": "normal"} for i in measured])
+    log(f"pdftasks: {len(ids)} jobs queued (+{len(warm_ids)} warm-up); starting the worker")
+    hostname = f"bench-throughput-{os.getpid()}-{len(variant)}-{c}@localhost"
+    worker = pdftasks_worker(c, hostname, tmp / "worker.log", cwd=tmp)
+    if variant:  # the same worker command line, on _variant_app (see that module)
+        worker.argv = [sys.executable, "-m", "celery", "-A", "_variant_app", "worker",
+                       "-Q", ",".join(queue_names()), "-c", str(c),
+                       "--prefetch-multiplier", "1", "-O", "fair", "-n", hostname,
+                       "-l", "WARNING" if "warning-logs" in variant else "INFO"]
+        worker.env.update(BENCH_VARIANT=variant, PYTHONPATH=os.pathsep.join(
+            p for p in (str(BENCH_DIR), os.environ.get("PYTHONPATH", "")) if p))
+    try:
+        worker.start()
+        assert worker.proc is not None and server.proc is not None
+        cpu = CpuMonitor([worker.proc.pid, server.proc.pid])
+        cpu.start()
+        worker.wait_ready(celery_ping(app, hostname), timeout=90)
+        wait_for_metas(app, warm_ids, timeout=120, worker=worker, poll_s=0.02)
+        kids = child_pids(worker.proc.pid)
+        before = cpu_snapshot(kids, worker.proc.pid, server.proc.pid)
+        metas = wait_for_metas(app, ids, timeout=args.timeout, worker=worker)
+        after = cpu_snapshot(kids, worker.proc.pid, server.proc.pid)
+        phase.other_cpu = cpu.foreign_cores()
+    finally:
+        worker.stop()
+    ok = [m for m in metas if m and m.get("status") == "SUCCESS"]
+    phase.failed = len(ids) - len(ok)
+    if not ok:
+        raise RuntimeError(f"no job succeeded:\n{worker.log_tail()}")
+    results = [m["result"] for m in ok]
+    phase.jobs = len(ok)
+    phase.window_s = max(date_done_epoch(m) for m in ok) - min(r["started_at"] for r in results)
+    phase.render_ms = [r["duration_ms"] for r in results]
+    phase.pids = len({r["worker_pid"] for r in results})
+    phase.cpu_ms = {k: (after[k] - before[k]) * 1000 / len(ok) for k in before}
+    phase.gaps_ms = gaps([(r["worker_pid"], r["started_at"], r["duration_ms"]) for r in results])
+    if {r["pages"] for r in results} != {1}:
+        raise RuntimeError("expected one-page invoices")
+    return phase
+
+
+def combine(phases: list[Phase]) -> list[Phase]:
+    """One phase per setup: the rounds of a setup added up (jobs, windows, samples)."""
+    out: dict[str, Phase] = {}
+    for p in phases:
+        total = out.setdefault(p.name, Phase(p.name, processes=p.processes, window_s=0.0))
+        weight = p.jobs
+        total.cpu_ms = {k: (total.cpu_ms.get(k, 0.0) * total.jobs + v * weight)
+                        / (total.jobs + weight) for k, v in p.cpu_ms.items()}
+        total.other_cpu = p.other_cpu if math.isnan(total.other_cpu) else (
+            (total.other_cpu * total.window_s + p.other_cpu * p.window_s)
+            / (total.window_s + p.window_s))
+        total.jobs += p.jobs
+        total.window_s += p.window_s
+        total.render_ms += p.render_ms
+        total.gaps_ms += p.gaps_ms
+        total.failed += p.failed
+    return list(out.values())
+
+
+def report(args: argparse.Namespace, phases: list[Phase], seconds: float) -> bool:
+    rounds = [p.rate for p in phases]
+    phases = combine(phases)
+    direct = next(p for p in phases if p.name.startswith("direct"))
+    ours = next(p for p in phases if p.name.endswith("(stock settings)"))
+    limit = direct.rate
+    rows = []
+    for p in phases:
+        rows.append([p.name, p.jobs, f"{p.window_s:.2f}", f"{p.rate:.2f}",
+                     f"{p.rate / limit:.1%}", f"{statistics.mean(p.render_ms):.1f}",
+                     f"{statistics.median(p.gaps_ms):.1f}", f"{p.busy:.1%}",
+                     f"{p.other_cpu:.2f}"])
+    print()
+    print(f"throughput: {args.jobs} one-page invoices per setup in {args.rounds} alternating "
+          f"round(s), {args.concurrency} processes on {os.cpu_count()} CPUs, from a backlog "
+          "(warm processes)")
+    print(f"machine: {machine_description()}")
+    print()
+    print_table(["setup", "PDFs", "window s", "PDFs/s", "of limit", "render ms",
+                 "between ms", "busy", "other CPU"], rows)
+    ratio = ours.rate / limit
+    met = ratio >= TARGET_RATIO
+    print("render ms = mean duration_ms of generate_pdf; between ms = median time a job costs "
+          "its process outside generate_pdf\n(next job's start - this job's start - render: "
+          "task code, job records, results, ack, fetching the next job);\nbusy = share of the "
+          "processes' time inside generate_pdf; PDFs/s = PDFs / sum of the rounds' windows")
+    if len(phases) > 2:
+        print("rows with 'variant' or more processes than the pool are informative (what an "
+              "option costs, what N+1 processes recover); the target compares the first two")
+    print()
+    print("CPU per job (ms, /proc, measured part): renderers = the rendering processes "
+          "(render + task code), dispatcher = pool parent / worker main process")
+    cpu_rows = []
+    for p in phases:
+        c = p.cpu_ms
+        cpu_rows.append([p.name, f"{c['renderers']:.1f}", f"{c['dispatcher']:.1f}",
+                         f"{c['redis']:.1f}", f"{sum(c.values()):.1f}"])
+    print_table(["setup", "renderers", "dispatcher", "redis", "total"], cpu_rows)
+    print()
+    if args.rounds > 1:
+        print("PDFs/s per round: " + "; ".join(f"{r:.2f}" for r in rounds))
+    print(f"pdftasks / direct pool = {ratio:.1%} (target >= {TARGET_RATIO:.0%}: "
+          f"{'met' if met else 'NOT met'})")
+    if any(p.failed for p in phases):
+        print(f"WARNING: {sum(p.failed for p in phases)} jobs failed or did not finish")
+    if any(p.other_cpu > 0.25 for p in phases):
+        print("WARNING: other programs used the CPUs while measuring (other CPU > 0.25): "
+              "absolute numbers are low and the ratio holds only if that load was steady. "
+              "Re-run on an idle machine.")
+    print(f"load average at end: {load_average()}; total run time {seconds:.0f} s")
+    return met
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="PDFs/s through pdftasks workers vs a bare process pool (the limit).",
+        epilog="Methodology: see the docstring at the top of this file.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=500, help="invoices per setup")
+    parser.add_argument("-c", "--concurrency", type=int, default=os.cpu_count() or 2,
+                        help="processes in each setup")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="alternating rounds the jobs are split over (against slow drifts "
+                             "of other load)")
+    parser.add_argument("--variant", action="append", default=[],
+                        help="also run pdftasks with options changed (repeatable; see "
+                             "_variant_app.py: no-events, no-track-started, no-extended, "
+                             "warning-logs, comma-combined)")
+    parser.add_argument("--also-concurrency", type=int, default=0,
+                        help="also run stock pdftasks with this many processes (0 = no)")
+    parser.add_argument("--timeout", type=float, default=300.0,
+                        help="longest wait for the pdftasks backlog, in seconds")
+    parser.add_argument("--check", action="store_true", help="exit 1 if the target is missed")
+    args = parser.parse_args(argv)
+    if args.concurrency < 1 or args.rounds < 1 or args.jobs < args.rounds * 10:
+        parser.error("--concurrency and --rounds must be >= 1, --jobs >= 10 per round")
+
+    begin = time.monotonic()
+    tmp = Path(tempfile.mkdtemp(prefix="pdftasks-throughput-"))
+    server = RedisServer(tmp / "redis")
+    phases: list[Phase] = []
+    try:
+        with sigterm_as_exit():
+            server.start()
+            import redis
+
+            use_pdftasks_env({
+                "PDFTASKS_BROKER_URL": server.url(0),
+                "PDFTASKS_TEMPLATES_DIR": str(ROOT / "templates"),
+                "PDFTASKS_OUTPUT_DIR": str(tmp / "out-pdftasks"),
+                "PDFTASKS_HOME": str(tmp / "home"),
+            })
+            ids = list(range(1, args.jobs + 1))
+            for r in range(args.rounds):
+                jobs = ids[r::args.rounds]
+                log(f"round {r + 1}/{args.rounds}: {len(jobs)} invoices per setup")
+                phases.append(run_direct(args, tmp, jobs))
+                log(f"direct: {phases[-1].rate:.2f} PDFs/s")
+                redis.Redis.from_url(server.url(0)).flushall()
+                phases.append(run_pdftasks(args, tmp, server, jobs))
+                log(f"pdftasks: {phases[-1].rate:.2f} PDFs/s")
+                for variant in args.variant:
+                    redis.Redis.from_url(server.url(0)).flushall()
+                    phases.append(run_pdftasks(args, tmp, server, jobs, variant))
+                    log(f"{variant}: {phases[-1].rate:.2f} PDFs/s")
+                if args.also_concurrency:
+                    redis.Redis.from_url(server.url(0)).flushall()
+                    phases.append(run_pdftasks(args, tmp, server, jobs,
+                                               concurrency=args.also_concurrency))
+                    log(f"-c {args.also_concurrency}: {phases[-1].rate:.2f} PDFs/s")
+    except KeyboardInterrupt:
+        log("interrupted; cleaning up")
+        return 130
+    finally:
+        server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    met = report(args, phases, time.monotonic() - begin)
+    return 0 if met or not args.check else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -9,12 +9,20 @@ as ``pdftasks worker``; ``BENCH_VARIANT`` is a comma-separated list of:
 * ``no-track-started``: ``task_track_started`` off (no STARTED result write; the job
   record still goes PROCESSING);
 * ``no-extended``: ``result_extended`` off (results without task name, args, kwargs);
-* ``warning-logs``: nothing here; run the worker with ``-l WARNING`` (no line per job).
+* ``warning-logs``: nothing here; the benchmark runs the worker with ``-l WARNING``;
+* ``trace``: stock options; every pool process appends ``time.time()`` of the steps of each
+  job (``task_prerun``, render start and end, ``on_success`` start, its event, its end,
+  ``task_postrun``) to ``BENCH_TRACE_DIR/trace-<pid>.log``, so the benchmark can split the
+  time a job costs its process outside the render (``throughput.py`` prints the split).
 """
 
 from __future__ import annotations
 
 import os
+import time
+from typing import Any
+
+from celery import signals
 
 from pdftasks.celery_app import app
 
@@ -27,5 +35,62 @@ if "no-track-started" in _VARIANT:
     app.conf.task_track_started = False
 if "no-extended" in _VARIANT:
     app.conf.result_extended = False
+
+if "trace" in _VARIANT:
+    import pdftasks.tasks as _tasks
+    from pdftasks.render import PDFService
+
+    _files: dict[int, Any] = {}
+
+    def _mark(step: str, task_id: str | None) -> None:
+        pid = os.getpid()
+        if pid not in _files:
+            path = os.path.join(os.environ["BENCH_TRACE_DIR"], f"trace-{pid}.log")
+            _files[pid] = open(path, "a", buffering=1)  # noqa: SIM115 - for the process
+        _files[pid].write(f"{time.time():.6f} {step} {task_id}\n")
+
+    @signals.task_prerun.connect(weak=False)
+    def _prerun(task_id: str | None = None, **_: Any) -> None:
+        _mark("prerun", task_id)
+
+    @signals.task_postrun.connect(weak=False)
+    def _postrun(task_id: str | None = None, **_: Any) -> None:
+        _mark("postrun", task_id)
+
+    def _current_id() -> str | None:
+        from celery import current_task
+
+        return current_task.request.id if current_task else None
+
+    _generate = PDFService.generate_pdf
+
+    def _traced_generate(self: PDFService, *args: Any, **kwargs: Any) -> Any:
+        task_id = _current_id()
+        _mark("render_start", task_id)
+        try:
+            return _generate(self, *args, **kwargs)
+        finally:
+            _mark("render_end", task_id)
+
+    PDFService.generate_pdf = _traced_generate  # type: ignore[method-assign]
+
+    _on_success = _tasks.PdfTask.on_success
+
+    def _traced_on_success(self: Any, retval: Any, task_id: str, *args: Any) -> None:
+        _mark("on_success", task_id)
+        try:
+            _on_success(self, retval, task_id, *args)
+        finally:
+            _mark("on_success_end", task_id)
+
+    _tasks.PdfTask.on_success = _traced_on_success  # type: ignore[method-assign]
+
+    _emit = _tasks.emit
+
+    def _traced_emit(app_: Any, event: str, job_id: str, error: str | None = None) -> None:
+        _mark("emit", job_id)
+        _emit(app_, event, job_id, error)
+
+    _tasks.emit = _traced_emit
 
 __all__ = ["app"]

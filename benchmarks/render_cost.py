@@ -4,42 +4,48 @@
 Issue 8, benchmark 2. Target: <= 50 ms per one-page invoice in a warm worker, with the same
 output as a stock render (text and page count equal, pages the same pixels).
 
-Rows (every setup runs in its own fresh Python process, one after the other, same invoices)
-------------------------------------------------------------------------------------------
+Rows (each setup in its own Python process, the same invoices)
+--------------------------------------------------------------
 * ``stock, no HarfBuzz subsetting``: the product guide's setup, fresh objects per document:
   one Jinja ``Environment`` (it caches compiled templates, as the guide's service would),
-  then per invoice ``HTML(string=html, base_url=templates).write_pdf(path,
-  font_config=FontConfiguration())``: a new font configuration, the linked stylesheets
-  fetched and parsed again, fonts subset by fontTools. WeasyPrint picks HarfBuzz
-  subsetting at import when ``libharfbuzz-subset`` loads (``weasyprint.text.ffi
-  .harfbuzz_subset``, imported by name into ``weasyprint.pdf.fonts``); this process sets
-  both names to ``None`` right after importing WeasyPrint, which is exactly what WeasyPrint
-  does when the library is missing (it then warns and uses fontTools; the run checks that
-  the fontTools path was taken).
+  then per invoice ``HTML(string=html, base_url=templates).render(
+  font_config=FontConfiguration()).write_pdf(path)``: a new font configuration, the linked
+  stylesheets fetched and parsed again, fonts subset by fontTools. WeasyPrint picks
+  HarfBuzz subsetting at import when ``libharfbuzz-subset`` loads
+  (``weasyprint.text.ffi.harfbuzz_subset``, imported by name into
+  ``weasyprint.pdf.fonts``); this process sets both names to ``None`` right after importing
+  WeasyPrint, which is what WeasyPrint has when the library is missing (it then warns and
+  subsets with fontTools; the run counts the fontTools calls to show that path was taken).
 * ``stock, HarfBuzz subsetting``: the same with the library as installed.
-* ``pdftasks before issue 8``: ``PDFService.generate_pdf`` reused across jobs (compiled
-  templates, ``FontConfiguration``, the ``css_file`` cache and WeasyPrint's image cache
-  kept), with this work's two changes switched off: linked stylesheets parsed per document
-  and no ``gc.freeze()`` after warm-up.
+* ``pdftasks warm, without this work``: ``PDFService.generate_pdf`` reused across jobs
+  (compiled templates, ``FontConfiguration``, the ``css_file`` cache and WeasyPrint's image
+  cache kept) with the two render-speed changes switched off: linked stylesheets parsed per
+  document (``stylesheet_cache = None``) and no ``gc.freeze()`` after warm-up.
 * ``pdftasks warm worker``: ``PDFService.generate_pdf`` as a worker child runs it: the
-  Celery app imported first (same heap as a worker child), the service created and warmed up
-  (``warm_up()``), a few invoices rendered, then measured.
-* ``pdftasks worker, end-to-end`` (reference): ``duration_ms`` reported by real
-  ``python -m pdftasks worker -c 1`` jobs on a private redis-server, submitted one at a
-  time after warm-up (``--worker-jobs``; 0 skips it).
+  Celery app imported first (the same heap as a worker child), the service created and
+  warmed up (``warm_up()``), then measured.
+* ``pdftasks worker, end-to-end`` (reference, measured after the others): ``duration_ms``
+  reported by real ``python -m pdftasks worker -c 1`` jobs on a private redis-server,
+  submitted one at a time after 3 warm-up jobs (``--worker-jobs``; 0 skips it).
 
 All rows time the same unit of work: template + data to a PDF file on disk (the stock rows
-write the file with ``write_pdf(path)``, pdftasks writes it atomically with fsync).
-Statistics are over ``--n`` invoices (``sample_invoice(i)``) after 3 unmeasured ones.
+write the file with ``write_pdf(path)``, pdftasks writes it atomically with fsync). Each
+process renders 3 unmeasured invoices first. The in-process rows are interleaved in time:
+``--rounds`` (10) rounds, each row rendering its next few invoices in turn (one process
+renders at a time; the order rotates every round), so a burst of load from other programs
+hits every row alike. ``--n`` (40) invoices per row, ``--n-stock-nosubset`` (10) for the
+slow row. ``CPU ms`` = ``time.process_time()`` of the render, which other programs
+inflate less than wall time.
 
 Where the time goes: each in-process row also wraps WeasyPrint's stages with timers (a few
 calls per document, no profiler overhead): HTML parsing, styles (finding and parsing
 stylesheets + cascade), box building, layout, paint, fonts (subsetting), PDF serialization;
 "rest" is Jinja, checks, the font configuration of the stock rows and the file write.
-For a line-level profile: ``--profile`` prints cProfile's top functions of the warm row.
+For a function-level profile: ``--profile`` prints cProfile's top functions of the warm
+row (stderr).
 
-Output check: page 1 of the warm row's invoice and of the stock (HarfBuzz) row's invoice
-for the same data are compared: ``pypdf`` text and page count, and ``pdftoppm`` renders at
+Output check: the warm row's first invoice and the stock (HarfBuzz) row's first invoice
+(same data) are compared: ``pypdf`` text and page count, and ``pdftoppm`` renders at
 100 dpi compared pixel by pixel (skipped with a note if pdftoppm is missing).
 
 Run: ``.venv/bin/python benchmarks/render_cost.py`` (about 40 s).
@@ -86,7 +92,7 @@ STAGES = ["html parse", "styles", "boxes", "layout", "paint", "fonts", "pdf writ
 MODES = {
     "stock-nosubset": "stock, no HarfBuzz subsetting",
     "stock-subset": "stock, HarfBuzz subsetting",
-    "service-before": "pdftasks before issue 8",
+    "service-before": "pdftasks warm, without this work",
     "service": "pdftasks warm worker",
 }
 
@@ -151,7 +157,7 @@ def _stock_no_subset() -> None:
     weasyprint.pdf.fonts.harfbuzz_subset = None
 
 
-def child(mode: str, n: int, out_dir: Path, profile: bool) -> dict[str, Any]:
+def child(mode: str, out_dir: Path, profile: bool) -> dict[str, Any]:
     import gc
     import logging
     import warnings
@@ -208,23 +214,37 @@ def child(mode: str, n: int, out_dir: Path, profile: bool) -> dict[str, Any]:
         render(900_000 + i, out_dir / f"warm_{i}.pdf")
     fonttools_before = fonttools_calls[0]
     timer.install()
+    prof: Any = None
     if profile:
         import cProfile
-        import pstats
 
         prof = cProfile.Profile()
-        prof.enable()
-    times, cpu, pages = [], [], set()
+    times: list[float] = []
+    cpu: list[float] = []
+    pages: set[int] = set()
     gc_count = sum(s["collections"] for s in gc.get_stats())
-    for i in range(1, n + 1):
-        path = out_dir / f"inv_{i:04d}.pdf"
-        started, started_cpu = time.perf_counter(), time.process_time()
-        pages.add(render(i, path))
-        times.append((time.perf_counter() - started) * 1000)
-        cpu.append((time.process_time() - started_cpu) * 1000)
-        timer.finish(times[-1])
-    if profile:
-        prof.disable()
+    # The parent hands out the invoices in small batches, round-robin between the rows'
+    # processes: "run FIRST COUNT" renders that many, "finish" ends with the results.
+    print("ready", flush=True)
+    for line in sys.stdin:
+        if line.startswith("finish"):
+            break
+        _, first, count = line.split()
+        if prof is not None:
+            prof.enable()
+        for i in range(int(first), int(first) + int(count)):
+            path = out_dir / f"inv_{i:04d}.pdf"
+            started, started_cpu = time.perf_counter(), time.process_time()
+            pages.add(render(i, path))
+            times.append((time.perf_counter() - started) * 1000)
+            cpu.append((time.process_time() - started_cpu) * 1000)
+            timer.finish(times[-1])
+        if prof is not None:
+            prof.disable()
+        print("ok", flush=True)
+    if prof is not None:
+        import pstats
+
         stats = pstats.Stats(prof, stream=sys.stderr)
         stats.sort_stats("cumulative").print_stats(40)
         stats.sort_stats("tottime").print_stats(25)
@@ -239,29 +259,82 @@ def child(mode: str, n: int, out_dir: Path, profile: bool) -> dict[str, Any]:
 
 # Parent side.
 
-def run_child(mode: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    n = args.n_stock_nosubset if mode == "stock-nosubset" else args.n
-    cmd = [sys.executable, __file__, "--child", mode, "--n", str(n), "--out", str(tmp / mode)]
-    if args.profile and mode == "service":
-        cmd.append("--profile")
-    log(f"{MODES[mode]}: {n} invoices in a fresh process")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    cpu = CpuMonitor([proc.pid])
-    cpu.start()
+class Row:
+    """One setup's process, rendering the batches it is given (see ``child``)."""
+
+    def __init__(self, mode: str, args: argparse.Namespace, tmp: Path) -> None:
+        self.mode = mode
+        cmd = [sys.executable, __file__, "--child", mode, "--out", str(tmp / mode)]
+        if args.profile and mode == "service":
+            cmd.append("--profile")
+        self.err_path = tmp / f"{mode}.stderr"
+        with open(self.err_path, "w") as err:  # a file: a full pipe would block the child
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=None if args.profile else err, text=True,
+                                         start_new_session=True)
+        self.cpu = CpuMonitor([self.proc.pid])
+        self.busy_s = 0.0
+        self.foreign = 0.0
+
+    def _reply(self) -> str:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            err = self.err_path.read_text(errors="replace") if self.err_path.exists() else ""
+            raise RuntimeError(f"{self.mode} exited:\n{err[-3000:]}")
+        return line.strip()
+
+    def ready(self) -> None:
+        if self._reply() != "ready":
+            raise RuntimeError(f"{self.mode}: unexpected start")
+
+    def run(self, first: int, count: int) -> None:
+        assert self.proc.stdin is not None
+        started = time.monotonic()
+        self.cpu.start()
+        self.proc.stdin.write(f"run {first} {count}\n")
+        self.proc.stdin.flush()
+        self._reply()
+        spent = time.monotonic() - started
+        self.foreign += self.cpu.foreign_cores() * spent
+        self.busy_s += spent
+
+    def finish(self) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("finish\n")
+        self.proc.stdin.flush()
+        result = json.loads(self._reply())
+        self.proc.wait(timeout=30)
+        result["other_cpu"] = self.foreign / self.busy_s if self.busy_s else math.nan
+        return result
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def run_rows(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
+    """All in-process rows, interleaved: round r gives each row its next few invoices.
+
+    Rows take turns (one renders at a time, the others wait idle), in an order that
+    rotates every round, so a burst of load from other programs hits all rows alike.
+    """
+    rows = [Row(mode, args, tmp) for mode in MODES]
     try:
-        stdout, stderr = proc.communicate(timeout=args.timeout)
+        for row in rows:
+            row.ready()
+        log(f"{len(rows)} row processes warm; {args.rounds} interleaved rounds")
+        per_round = {m: max(1, round((args.n_stock_nosubset if m == "stock-nosubset"
+                                      else args.n) / args.rounds)) for m in MODES}
+        for r in range(args.rounds):
+            for k in range(len(rows)):
+                row = rows[(r + k) % len(rows)]
+                row.run(1 + r * per_round[row.mode], per_round[row.mode])
+        return [row.finish() for row in rows]
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    if proc.returncode:
-        raise RuntimeError(f"{mode} failed:\n{stderr[-3000:]}")
-    if args.profile and stderr:
-        print(stderr, file=sys.stderr)
-    result = json.loads(stdout.strip().splitlines()[-1])
-    result["other_cpu"] = cpu.foreign_cores()
-    return result
+        for row in rows:
+            row.kill()
 
 
 def run_worker(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
@@ -390,8 +463,10 @@ def main(argv: list[str] | None = None) -> int:
         epilog="Methodology: see the docstring at the top of this file.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--n", type=int, default=40, help="invoices per in-process row")
-    parser.add_argument("--n-stock-nosubset", type=int, default=15,
+    parser.add_argument("--n-stock-nosubset", type=int, default=10,
                         help="invoices for the slow no-subsetting row")
+    parser.add_argument("--rounds", type=int, default=10,
+                        help="interleaved rounds the invoices are split over")
     parser.add_argument("--worker-jobs", type=int, default=30,
                         help="jobs through a real worker (0 = skip that row)")
     parser.add_argument("--profile", action="store_true",
@@ -403,16 +478,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.child, args.n, Path(args.out), args.profile)))
+        print(json.dumps(child(args.child, Path(args.out), args.profile)))
         return 0
-    if args.n < 2 or args.n_stock_nosubset < 2 or args.worker_jobs < 0:
-        parser.error("--n and --n-stock-nosubset must be >= 2, --worker-jobs >= 0")
+    if min(args.n, args.n_stock_nosubset) < args.rounds or args.worker_jobs < 0:
+        parser.error("--n and --n-stock-nosubset must be >= --rounds, --worker-jobs >= 0")
 
     begin = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="pdftasks-render-cost-"))
     try:
         with sigterm_as_exit():
-            results = [run_child(m, args, tmp) for m in MODES]
+            results = run_rows(args, tmp)
             if args.worker_jobs:
                 log(f"pdftasks worker: {args.worker_jobs} jobs one at a time")
                 results.append(run_worker(args, tmp))

@@ -10,20 +10,21 @@ overruns its time limit is stopped (SIGTERM, so it cleans up; SIGKILL of its pro
 
 Sizes (chosen so that everything fits in 10 minutes on a 2-core machine):
 
-==================  ==========================================  ==========================
-benchmark           arguments                                   vs its defaults
-==================  ==========================================  ==========================
-throughput          --also-concurrency N+1 --variant no-events  adds two informative rows
-render_cost         (defaults: 40 per row, 15 stock no-subset,  same
-                    30 through a worker)
-multipage           (defaults: 200-line invoice, 15 + 5 docs)   same
-memory              (defaults: 2,000 renders, ceiling test)     same
-latency             (defaults: 50 jobs + 2 x 15 job API)        same
-priority_latency    --low 400 --urgent 10                       1000 low, 20 urgent
-submit_rate         --jobs 10000 --naive 2000                   naive loop 10,000
-local_broker        --jobs 200 --max-seconds 15 --pdfs 40       500 jobs, 40 s, 100 PDFs
-api_load            --duration 5                                10 s per phase
-==================  ==========================================  ==========================
+================  ===============================================  ======================
+benchmark         arguments                                        vs its defaults
+================  ===============================================  ======================
+throughput        --also-concurrency N+1 --variant no-events       3 informative rows
+                  --variant trace                                  added
+render_cost       (defaults: 40 per row, 10 stock no-subset,       same
+                  30 through a worker)
+multipage         (defaults: 200-line invoice, 15 + 5 documents)   same
+memory            (defaults: 2,000 renders, then the ceiling)      same
+latency           (defaults: 50 jobs, then 2 x 15 job API)         same
+priority_latency  --low 400 --urgent 10                            1000 low, 20 urgent
+submit_rate       --jobs 10000 --naive 2000                        naive loop 10,000
+local_broker      --jobs 200 --max-seconds 10 --pdfs 40            500 jobs, 40 s, 100
+api_load          --duration 4                                     10 s per phase
+================  ===============================================  ======================
 
 Any other ``benchmarks/*.py`` script (not starting with ``_``) is run with its defaults
 and flagged, so a new benchmark is never silently left out; register it here with sizes.
@@ -56,9 +57,10 @@ BUDGET_S = 600
 #: name -> (arguments, --quick arguments, time limit in seconds)
 _N1 = str((os.cpu_count() or 1) + 1)
 BENCHMARKS: dict[str, tuple[list[str], list[str], float]] = {
-    "throughput": (["--also-concurrency", _N1, "--variant", "no-events"],
+    "throughput": (["--also-concurrency", _N1, "--variant", "no-events", "--variant", "trace"],
                    ["--jobs", "60"], 360),
-    "render_cost": ([], ["--n", "8", "--n-stock-nosubset", "3", "--worker-jobs", "5"], 240),
+    "render_cost": ([], ["--n", "6", "--n-stock-nosubset", "3", "--rounds", "3",
+                         "--worker-jobs", "5"], 240),
     "multipage": ([], ["--n", "3", "--n-stock", "1"], 180),
     "memory": ([], ["--renders", "200"], 420),
     "latency": ([], ["--jobs", "10", "--manager-jobs", "3"], 180),
@@ -66,9 +68,9 @@ BENCHMARKS: dict[str, tuple[list[str], list[str], float]] = {
                          300),
     "submit_rate": (["--jobs", "10000", "--naive", "2000"], ["--jobs", "1000", "--naive", "200"],
                     180),
-    "local_broker": (["--jobs", "200", "--max-seconds", "15", "--pdfs", "40"],
+    "local_broker": (["--jobs", "200", "--max-seconds", "10", "--pdfs", "40"],
                      ["--jobs", "50", "--max-seconds", "5", "--pdfs", "10"], 300),
-    "api_load": (["--duration", "5"], ["--duration", "2"], 240),
+    "api_load": (["--duration", "4"], ["--duration", "2"], 240),
 }
 #: Time limit of a discovered, unregistered benchmark, in seconds.
 UNREGISTERED_LIMIT_S = 300

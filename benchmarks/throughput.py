@@ -14,12 +14,13 @@ Methodology
 * direct pool: ``multiprocessing`` (spawn) pool of N processes; ``imap_unordered`` with
   ``chunksize=1`` hands out one invoice at a time, so a process takes the next one as soon
   as it is free, like a queue with no broker, no result backend and no job records.
-* pdftasks: a private ``redis-server``; the backlog is queued *before* the worker starts
-  (``PDFQueueManager.submit_batch``: ``2 x N`` warm-up jobs at priority high, then the
-  measured jobs at normal), then ``python -m pdftasks worker -c N`` starts with stock
+* pdftasks: a private ``redis-server``; ``python -m pdftasks worker -c N`` with stock
   settings (only broker, templates, output and home directories set; log level INFO, task
   events, late acks, prefetch 1, job records and their events, result backend on Redis).
-  Nothing is submitted while it runs; this process polls the result keys every 0.25 s.
+  It renders ``2 x N`` warm-up jobs first; once it is idle the measured jobs are queued
+  with ``PDFQueueManager.submit_batch``, which records them and then publishes up to 500
+  in one Redis pipeline, so the backlog appears at once. Nothing else is submitted while
+  it runs; this process polls the result keys every 0.25 s.
 * Window, the same for both: from the first measured job's start (``time.time()`` when the
   job starts in its process: the pool function's first line; the task's ``started_at``)
   to the end of the last one (pool: after ``generate_pdf`` returned; pdftasks: the result's
@@ -39,7 +40,9 @@ Methodology
   renders.
 * ``--variant`` adds pdftasks phases with single options changed (``_variant_app.py``:
   task events off, STARTED state off, extended results off, WARNING logging) to show what
-  each costs; ``--also-concurrency C`` adds a stock pdftasks phase with C processes on the
+  each costs; ``--variant trace`` (stock options) timestamps the steps of every job in the
+  pool processes and prints where the time between two renders goes;
+  ``--also-concurrency C`` adds a stock pdftasks phase with C processes on the
   same cores (e.g. N + 1, so a process waiting for its next job leaves its core to
   another). Neither is part of the comparison the target is about.
 * Against drifting load from other programs, the jobs are split over ``--rounds`` (2)
@@ -80,6 +83,7 @@ from _common import (  # noqa: E402
     log,
     machine_description,
     pdftasks_worker,
+    percentile,
     print_table,
     proc_cpu_s,
     sigterm_as_exit,
@@ -107,6 +111,8 @@ class Phase:
     #: Per process, from one job's start to the next one's start, minus the render: the
     #: time each job costs its process outside generate_pdf, in ms.
     gaps_ms: list[float] = field(default_factory=list)
+    #: ``--variant trace``: that time split into steps (ms per job, one list per step).
+    split_ms: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -217,10 +223,8 @@ def run_pdftasks(args: argparse.Namespace, tmp: Path, server: RedisServer, measu
         [{"template": TEMPLATE, "data": sample_invoice(900_000 + i),
           "output": f"warm_{i:03d}.pdf", "priority": "high"}
          for i in range(2 * c)])
-    ids = manager.submit_batch(
-        [{"template": TEMPLATE, "data": sample_invoice(i), "output": f"inv_{i:05d}.pdf",
-          "priority": "normal"} for i in measured])
-    log(f"pdftasks: {len(ids)} jobs queued (+{len(warm_ids)} warm-up); starting the worker")
+    backlog = [{"template": TEMPLATE, "data": sample_invoice(i), "output": f"inv_{i:05d}.pdf",
+                "priority": "normal"} for i in measured]
     hostname = f"bench-throughput-{os.getpid()}-{len(variant)}-{c}@localhost"
     worker = pdftasks_worker(c, hostname, tmp / "worker.log", cwd=tmp)
     if variant:  # the same worker command line, on _variant_app (see that module)
@@ -230,15 +234,26 @@ def run_pdftasks(args: argparse.Namespace, tmp: Path, server: RedisServer, measu
                        "-l", "WARNING" if "warning-logs" in variant else "INFO"]
         worker.env.update(BENCH_VARIANT=variant, PYTHONPATH=os.pathsep.join(
             p for p in (str(BENCH_DIR), os.environ.get("PYTHONPATH", "")) if p))
+    trace_dir = tmp / f"trace-{len(os.listdir(tmp))}"
+    if "trace" in variant:
+        trace_dir.mkdir()
+        worker.env["BENCH_TRACE_DIR"] = str(trace_dir)
     try:
         worker.start()
         assert worker.proc is not None and server.proc is not None
         cpu = CpuMonitor([worker.proc.pid, server.proc.pid])
         cpu.start()
         worker.wait_ready(celery_ping(app, hostname), timeout=90)
-        wait_for_metas(app, warm_ids, timeout=120, worker=worker, poll_s=0.02)
+        wait_for_metas(app, warm_ids, timeout=120, worker=worker, poll_s=0.05)
+        time.sleep(0.5)  # let the last warm-up's ack and events settle: the worker is idle
         kids = child_pids(worker.proc.pid)
         before = cpu_snapshot(kids, worker.proc.pid, server.proc.pid)
+        # The whole backlog appears at once: submit_batch publishes in one Redis pipeline
+        # (up to 500 jobs) after recording the jobs, so the workers find it all queued.
+        ids = []
+        for start in range(0, len(backlog), 500):
+            ids += manager.submit_batch(backlog[start:start + 500])
+        log(f"pdftasks: {len(ids)} jobs queued on the warm, idle worker")
         metas = wait_for_metas(app, ids, timeout=args.timeout, worker=worker)
         after = cpu_snapshot(kids, worker.proc.pid, server.proc.pid)
         phase.other_cpu = cpu.foreign_cores()
@@ -257,7 +272,47 @@ def run_pdftasks(args: argparse.Namespace, tmp: Path, server: RedisServer, measu
     phase.gaps_ms = gaps([(r["worker_pid"], r["started_at"], r["duration_ms"]) for r in results])
     if {r["pages"] for r in results} != {1}:
         raise RuntimeError("expected one-page invoices")
+    if "trace" in variant:
+        phase.split_ms = trace_split(trace_dir, {m["task_id"] for m in ok})
     return phase
+
+
+#: ``--variant trace``: the steps between two renders of one process, in order.
+TRACE_STEPS = [
+    ("render end -> on_success", "render_end", "on_success",
+     "the task returns, Celery stores the result (SET + PUBLISH), log line"),
+    ("on_success: COMPLETED", "on_success", "emit", "job record transition (Lua)"),
+    ("on_success: event + hooks", "emit", "on_success_end",
+     "PUBLISH, metrics counters, log line, webhooks"),
+    ("on_success end -> next job", "on_success_end", "next:prerun",
+     "pool result -> main process: ack, task events, next message, hand-over"),
+    ("next job -> its render", "next:prerun", "next:render_start",
+     "STARTED write, attempt count, PROCESSING transition, task setup"),
+]
+
+
+def trace_split(trace_dir: Path, measured: set[str]) -> dict[str, list[float]]:
+    """Per step, ms per job, from the trace files of the pool processes."""
+    steps: dict[str, dict[str, float]] = {}
+    order: dict[str, list[str]] = {}
+    for path in trace_dir.glob("trace-*.log"):
+        for line in path.read_text().splitlines():
+            stamp, step, task_id = line.split()
+            steps.setdefault(task_id, {})[step] = float(stamp)
+            if step == "prerun":
+                order.setdefault(path.name, []).append(task_id)
+    out: dict[str, list[float]] = {name: [] for name, *_ in TRACE_STEPS}
+    for ids in order.values():
+        ids.sort(key=lambda t: steps[t]["prerun"])
+        for a, b in zip(ids, ids[1:], strict=False):
+            if a not in measured or b not in measured:
+                continue
+            here = dict(steps[a])
+            here.update({f"next:{k}": v for k, v in steps[b].items()})
+            for name, start, end, _ in TRACE_STEPS:
+                if start in here and end in here:
+                    out[name].append((here[end] - here[start]) * 1000)
+    return out
 
 
 def combine(phases: list[Phase]) -> list[Phase]:
@@ -276,6 +331,8 @@ def combine(phases: list[Phase]) -> list[Phase]:
         total.render_ms += p.render_ms
         total.gaps_ms += p.gaps_ms
         total.failed += p.failed
+        for k, v in p.split_ms.items():
+            total.split_ms.setdefault(k, []).extend(v)
     return list(out.values())
 
 
@@ -318,6 +375,21 @@ def report(args: argparse.Namespace, phases: list[Phase], seconds: float) -> boo
                          f"{c['redis']:.1f}", f"{sum(c.values()):.1f}"])
     print_table(["setup", "renderers", "dispatcher", "redis", "total"], cpu_rows)
     print()
+    for p in phases:
+        if not p.split_ms:
+            continue
+        print(f"Between two renders of one process, {p.name} (ms per job, from trace "
+              "timestamps):")
+        split_rows = [[name, f"{percentile(p.split_ms[name], 50):.2f}",
+                       f"{percentile(p.split_ms[name], 90):.2f}"]
+                      for name, *_ in TRACE_STEPS]
+        total = [sum(v) for v in zip(*(p.split_ms[n] for n, *_ in TRACE_STEPS), strict=False)]
+        split_rows.append(["total", f"{percentile(total, 50):.2f}",
+                           f"{percentile(total, 90):.2f}"])
+        print_table(["step", "p50", "p90"], split_rows)
+        for name, _, _, what in TRACE_STEPS:
+            print(f"  {name}: {what}")
+        print()
     if args.rounds > 1:
         print("PDFs/s per round: " + "; ".join(f"{r:.2f}" for r in rounds))
     print(f"pdftasks / direct pool = {ratio:.1%} (target >= {TARGET_RATIO:.0%}: "
@@ -346,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", action="append", default=[],
                         help="also run pdftasks with options changed (repeatable; see "
                              "_variant_app.py: no-events, no-track-started, no-extended, "
-                             "warning-logs, comma-combined)")
+                             "warning-logs, trace; comma-combined)")
     parser.add_argument("--also-concurrency", type=int, default=0,
                         help="also run stock pdftasks with this many processes (0 = no)")
     parser.add_argument("--timeout", type=float, default=300.0,

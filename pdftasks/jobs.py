@@ -423,7 +423,10 @@ class PDFQueueManager:
         """Start ``num_workers`` worker processes here, configured like this manager."""
         if self.running:
             return
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PDFTASKS_")}
+        # The workers need none of the host application's framework: without this, Celery's
+        # Django fix-up would set Django up in each worker (and its ready() start workers).
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("PDFTASKS_") and k != "DJANGO_SETTINGS_MODULE"}
         env.update(self.settings.to_env())
         self.settings.home.mkdir(parents=True, exist_ok=True)
         self._worker_log = self.settings.home / f"worker-{os.getpid()}-{id(self)}.log"

@@ -134,9 +134,34 @@ def emit(app: Celery, event: str, job_id: str, error: str | None = None) -> None
         log.exception("worker-side hook %s failed for job %s", hook_path, job_id)
 
 
+#: How long a worker retries a job record update while the job store is unreachable (a
+#: Redis restart), in seconds. Celery's own result writes wait about as long.
+STORE_PATIENCE_S = 30.0
+
+
+def patiently(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``, retried while it raises ``BrokerUnavailableError``.
+
+    For the worker's record updates: Celery stores the result and acknowledges the
+    message whatever its handlers raise, so an update given up on at once would leave the
+    record PROCESSING (or PENDING) for good.
+    """
+    deadline, delay = time.monotonic() + STORE_PATIENCE_S, 0.1
+    while True:
+        try:
+            return fn(*args, **kwargs)
+        except BrokerUnavailableError as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            if delay == 0.1:
+                log.warning("%s; retrying for up to %g s", exc, STORE_PATIENCE_S)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
 def fail_job(app: Celery, job_id: str, error: str) -> None:
-    if job_store(app).transition(job_id, JobStatus.FAILED, _RUNNABLE, error=error,
-                                 completed_at=dt.datetime.now(dt.UTC)):
+    if patiently(job_store(app).transition, job_id, JobStatus.FAILED, _RUNNABLE, error=error,
+                 completed_at=dt.datetime.now(dt.UTC)):
         emit(app, "failed", job_id, error)
 
 
@@ -237,17 +262,17 @@ class PdfTask(Task):
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
         if not isinstance(retval, dict) or "path" not in retval:
             return
-        if job_store(self.app).transition(
-                task_id, JobStatus.COMPLETED, (JobStatus.PROCESSING,),
-                completed_at=dt.datetime.now(dt.UTC), result_path=retval["path"],
-                pages=retval["pages"], error=None):
+        if patiently(job_store(self.app).transition,
+                     task_id, JobStatus.COMPLETED, (JobStatus.PROCESSING,),
+                     completed_at=dt.datetime.now(dt.UTC), result_path=retval["path"],
+                     pages=retval["pages"], error=None):
             emit(self.app, "completed", task_id)
 
     def on_retry(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
                  einfo: Any) -> None:
         error = describe(exc)
-        if job_store(self.app).transition(task_id, JobStatus.RETRYING, (JobStatus.PROCESSING,),
-                                          retry_count=self.request.retries + 1, error=error):
+        if patiently(job_store(self.app).transition, task_id, JobStatus.RETRYING,
+                     (JobStatus.PROCESSING,), retry_count=self.request.retries + 1, error=error):
             emit(self.app, "retrying", task_id, error)
 
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
@@ -314,12 +339,12 @@ def _generate_pdf(self: Task, template: str, data: Mapping[str, Any], output_fil
     store = job_store(app)
     if max_retries is not None:
         self.override_max_retries = max_retries
-    crashes = store.add_attempt(job_id) - self.request.retries - 1
+    crashes = patiently(store.add_attempt, job_id) - self.request.retries - 1
     if crashes > s.max_redeliveries:
         raise PoisonJobError(f"the worker process died {crashes} times while rendering this "
                              "job (out of memory or a crash in a native library); not retried")
-    if not store.transition(job_id, JobStatus.PROCESSING, _RUNNABLE,
-                            started_at=dt.datetime.now(dt.UTC), retry_count=self.request.retries):
+    if not patiently(store.transition, job_id, JobStatus.PROCESSING, _RUNNABLE,
+                     started_at=dt.datetime.now(dt.UTC), retry_count=self.request.retries):
         job = store.get(job_id)
         if job is not None:
             log.info("job %s is %s: not rendering it", job_id, job.status.value)

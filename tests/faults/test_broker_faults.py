@@ -57,9 +57,10 @@ def test_redis_restarts_during_500_jobs(own_redis, workers, output_dir, tmp_path
     # Then every job reaches a final status, with one whole file each
     finished = tally.wait(timeout=150)
     supervisor.stop()
+    log = worker_log_text(workers.logs)
     tally.extra.update(redis_restarts=",".join(restarts), worker_exits=supervisor.restarts,
-                       worker_unrecoverable_errors=worker_log_text(workers.logs).count(
-                           "Unrecoverable error"))
+                       worker_unrecoverable_errors=log.count("Unrecoverable error"),
+                       record_updates_retried=log.count("; retrying for up to"))
     counts = tally.report()
     assert finished and counts["lost"] == 0, tally.lost_jobs()
     assert counts["duplicated"] == 0 and counts["tmp"] == 0

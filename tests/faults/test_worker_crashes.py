@@ -124,7 +124,9 @@ def test_sigkill_main_process_then_a_new_worker_finishes_everything(
     assert counts["completed"] == 80 and counts["failed"] == 0
     assert orphaned and recovered
     assert all(r["status"] == "completed" for r in tally.records(orphaned).values())
-    assert 15 <= recovered_after < 15 + 30, recovered_after
+    # Back after the visibility timeout (counted from their delivery, just before the kill),
+    # not after kombu's default sweep period of 100 s
+    assert 12 <= recovered_after < 15 + 25, recovered_after
 
 
 def test_sigterm_lets_running_jobs_finish_and_requeues_the_rest(

@@ -18,7 +18,7 @@ test-unit: setup
 	$(PY) -m pytest tests/unit
 
 bench: setup
-	$(PY) benchmarks/priority_latency.py
+	$(PY) benchmarks/run_all.py
 
 lint: setup
 	$(VENV)/bin/ruff check pdftasks tests benchmarks

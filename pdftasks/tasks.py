@@ -294,11 +294,11 @@ def check_broker(app: Celery) -> None:
     connections but never answers for many minutes. One PING, bounded by the socket
     timeouts set in ``celery_app``.
     """
-    client = getattr(app.backend, "client", None)
-    if task_join_will_block() or not callable(getattr(client, "ping", None)):
+    ping = getattr(getattr(app.backend, "client", None), "ping", None)
+    if task_join_will_block() or not callable(ping):
         return  # worker children do not subscribe; other backends do not either
     try:
-        client.ping()
+        ping()
     except _connection_errors(app) as exc:
         raise BrokerUnavailableError(f"cannot reach the broker: {exc}") from exc
 

@@ -1,9 +1,11 @@
 """Resources running out: an output directory that is read-only or full (a real, small
-tmpfs), runaway templates and huge payloads against the time and size limits."""
+tmpfs), runaway templates and huge payloads against the time and size limits, and the
+temporary files a writer killed mid-write leaves behind."""
 
 from __future__ import annotations
 
 import errno
+import os
 import shutil
 import subprocess
 import time
@@ -14,6 +16,7 @@ import pytest
 
 from pdftasks.errors import InvalidDataError
 from pdftasks.settings import MAX_DATA_BYTES
+from pdftasks.storage import _HOST, LocalStorage
 from tests.faults.conftest import Tally, make_manager
 
 pytestmark = pytest.mark.integration
@@ -21,7 +24,8 @@ pytestmark = pytest.mark.integration
 
 class SmallDisk:
     """A 1 MiB tmpfs mounted for the test: it can be made read-only or filled up, and be
-    given back. Needs root (CAP_SYS_ADMIN), which CI and the dev machine have."""
+    given back. Needs root (CAP_SYS_ADMIN); without it the test fails saying so (as root,
+    permissions cannot make a directory unwritable, so there is no honest fallback)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -165,3 +169,21 @@ def test_runaway_templates_and_huge_payloads_hit_limits_while_jobs_flow(
         assert not (output_dir / job.output_filename).exists()
     assert refused_in < 5
     assert tally.extra["good_done_before_last_bad"] >= 20
+
+
+def test_temporary_files_of_dead_writers_are_discarded(output_dir) -> None:
+    # Given temporary files left by a writer that died between writing and renaming (a
+    # process that really ran and exited), next to files of live or other writers
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = output_dir / f".x.pdf.{_HOST}-{dead.pid}.ab12_z.tmp"
+    live = output_dir / f".x.pdf.{_HOST}-{os.getpid()}.cd34.tmp"
+    other_host = output_dir / f".x.pdf.elsewhere-{dead.pid}.ef56.tmp"
+    other_file = output_dir / f".y.pdf.{_HOST}-{dead.pid}.gh78.tmp"
+    for path in (stale, live, other_host, other_file):
+        path.write_bytes(b"%PDF-partial")
+    # When the job writing x.pdf is delivered again
+    removed = LocalStorage(output_dir).discard_stale_temps("x.pdf")
+    # Then only the dead writer's file of x.pdf is gone
+    assert removed == [stale] and not stale.exists()
+    assert live.exists() and other_host.exists() and other_file.exists()

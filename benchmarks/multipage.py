@@ -12,9 +12,11 @@ Methodology
   with fsync) reused across documents in this process, warmed up with ``warm_up()`` and
   3 unmeasured documents of each kind, as in a worker child. ``--n`` documents per kind.
 * ``stock``: the same document rendered the product guide's way (fresh objects per
-  document: ``HTML(string=html, base_url=templates).write_pdf(path,
-  font_config=FontConfiguration())``, HarfBuzz subsetting as installed), ``--n-stock``
-  documents, for the ratio.
+  document: ``HTML(string=html, base_url=templates).render(font_config=
+  FontConfiguration()).write_pdf(path)``, HarfBuzz subsetting as installed), ``--n-stock``
+  documents, for the ratio. Both setups live in this process and take turns document by
+  document (3 unmeasured documents each first), so a drift in the machine's speed hits
+  both alike.
 * pages/s = pages / seconds of one process (one core); a worker with N processes on N
   free cores scales about linearly (see throughput.py). ms/page = ms/PDF / pages.
 * ``other CPU`` = CPUs used by other programs while measuring (/proc); above 0.25 the
@@ -50,16 +52,27 @@ from _common import (  # noqa: E402
 TEMPLATE = "invoice.html"
 
 
-def measure(render: Any, datas: list[dict[str, Any]], warm: list[dict[str, Any]]
-            ) -> tuple[list[float], set[int]]:
-    for i, data in enumerate(warm):
-        render(data, f"warm_{i}.pdf")
-    times, pages = [], set()
-    for i, data in enumerate(datas):
+def measure(setups: dict[str, tuple[Any, int]], items: int
+            ) -> dict[str, tuple[list[float], set[int]]]:
+    """Render ``n`` documents per setup, interleaved: one setup's turn after the other's.
+
+    The setups alternate document by document (the one with fewer documents is spread
+    evenly), so a drift in the machine's speed affects both alike.
+    """
+    from pdftasks.samples import sample_invoice
+
+    for name, (render, _) in setups.items():
+        for i in range(3):
+            render(sample_invoice(900 + i, items=items), f"warm_{name}_{i}.pdf")
+    schedule = sorted((k / n, name, k) for name, (_, n) in setups.items() for k in range(n))
+    out: dict[str, tuple[list[float], set[int]]] = {name: ([], set()) for name in setups}
+    for _, name, k in schedule:
+        render = setups[name][0]
+        data = sample_invoice(k + 1, items=items)
         started = time.perf_counter()
-        pages.add(render(data, f"doc_{i:04d}.pdf"))
-        times.append((time.perf_counter() - started) * 1000)
-    return times, pages
+        out[name][1].add(render(data, f"doc_{name}_{k:04d}.pdf"))
+        out[name][0].append((time.perf_counter() - started) * 1000)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,8 +99,6 @@ def main(argv: list[str] | None = None) -> int:
 
         import pdftasks.celery_app  # noqa: F401  (a worker child's heap)
         from pdftasks.render import PDFService, PDFServiceConfig
-        from pdftasks.samples import sample_invoice
-
         service = PDFService(PDFServiceConfig(templates_dir=ROOT / "templates",
                                               output_dir=tmp / "out"))
         service.warm_up()
@@ -110,17 +121,15 @@ def main(argv: list[str] | None = None) -> int:
         cpu = CpuMonitor([])
         cpu.start()
         for label, items in kinds:
-            warm = [sample_invoice(900 + i, items=items) for i in range(3)]
-            for setup, fn, n in (("pdftasks warm", ours, args.n), ("stock", stock, args.n_stock)):
-                log(f"{label}, {setup}: {n} documents")
-                datas = [sample_invoice(i, items=items) for i in range(1, n + 1)]
-                times, pages = measure(fn, datas, warm if setup.startswith("pdftasks")
-                                       else warm[:1])
+            log(f"{label}: {args.n} documents pdftasks, {args.n_stock} stock, interleaved")
+            measured = measure({"pdftasks warm": (ours, args.n),
+                                "stock": (stock, args.n_stock)}, items)
+            for setup, (times, pages) in measured.items():
                 p50 = statistics.median(times)
                 npages = max(pages)
-                rows.append([label, setup, "/".join(map(str, sorted(pages))), n, f"{p50:.1f}",
-                             f"{percentile(times, 95):.1f}", f"{p50 / npages:.1f}",
-                             f"{npages / (p50 / 1000):.1f}", p50])
+                rows.append([label, setup, "/".join(map(str, sorted(pages))), len(times),
+                             f"{p50:.1f}", f"{percentile(times, 95):.1f}",
+                             f"{p50 / npages:.1f}", f"{npages / (p50 / 1000):.1f}", p50])
         other = cpu.foreign_cores()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

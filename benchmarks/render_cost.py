@@ -24,13 +24,14 @@ Rows (each setup in its own Python process, the same invoices)
 * ``pdftasks warm worker``: ``PDFService.generate_pdf`` as a worker child runs it: the
   Celery app imported first (the same heap as a worker child), the service created and
   warmed up (``warm_up()``), then measured.
-* ``pdftasks worker, end-to-end`` (reference, measured after the others): ``duration_ms``
-  reported by real ``python -m pdftasks worker -c 1`` jobs on a private redis-server,
-  submitted one at a time after 3 warm-up jobs (``--worker-jobs``; 0 skips it).
+* ``pdftasks worker, end-to-end`` (reference): ``duration_ms`` reported by real
+  ``python -m pdftasks worker -c 1`` jobs on a private redis-server, submitted one at a
+  time (``--worker-jobs``, 30; 0 skips it). It takes its turns like the other rows; a
+  job that follows an idle moment of the process renders somewhat slower (cold caches).
 
 All rows time the same unit of work: template + data to a PDF file on disk (the stock rows
 write the file with ``write_pdf(path)``, pdftasks writes it atomically with fsync). Each
-process renders 3 unmeasured invoices first. The in-process rows are interleaved in time:
+process renders 3 unmeasured invoices first. The rows are interleaved in time:
 ``--rounds`` (10) rounds, each row rendering its next few invoices in turn (one process
 renders at a time; the order rotates every round), so a burst of load from other programs
 hits every row alike. ``--n`` (40) invoices per row, ``--n-stock-nosubset`` (10) for the
@@ -314,67 +315,96 @@ class Row:
             self.proc.wait()
 
 
-def run_rows(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
-    """All in-process rows, interleaved: round r gives each row its next few invoices.
+class WorkerRow:
+    """The end-to-end row: a real ``pdftasks worker -c 1``, jobs one at a time."""
 
-    Rows take turns (one renders at a time, the others wait idle), in an order that
-    rotates every round, so a burst of load from other programs hits all rows alike.
-    """
-    rows = [Row(mode, args, tmp) for mode in MODES]
-    try:
-        for row in rows:
-            row.ready()
-        log(f"{len(rows)} row processes warm; {args.rounds} interleaved rounds")
-        per_round = {m: max(1, round((args.n_stock_nosubset if m == "stock-nosubset"
-                                      else args.n) / args.rounds)) for m in MODES}
-        for r in range(args.rounds):
-            for k in range(len(rows)):
-                row = rows[(r + k) % len(rows)]
-                row.run(1 + r * per_round[row.mode], per_round[row.mode])
-        return [row.finish() for row in rows]
-    finally:
-        for row in rows:
-            row.kill()
+    mode = "worker"
 
-
-def run_worker(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    """duration_ms of real worker jobs, one at a time, after warm-up."""
-    server = RedisServer(tmp / "redis").start()
-    try:
+    def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
+        self.server = RedisServer(tmp / "redis").start()
         use_pdftasks_env({
-            "PDFTASKS_BROKER_URL": server.url(0),
+            "PDFTASKS_BROKER_URL": self.server.url(0),
             "PDFTASKS_TEMPLATES_DIR": str(ROOT / "templates"),
             "PDFTASKS_OUTPUT_DIR": str(tmp / "out-worker"),
             "PDFTASKS_HOME": str(tmp / "home"),
         })
-        from pdftasks import generate_pdf
         from pdftasks.celery_app import app
+
+        self.app = app
+        self.hostname = f"bench-render-cost-{os.getpid()}@localhost"
+        self.worker = pdftasks_worker(1, self.hostname, tmp / "worker.log", cwd=tmp)
+        self.worker.start()
+        assert self.worker.proc is not None and self.server.proc is not None
+        self.cpu = CpuMonitor([self.worker.proc.pid, self.server.proc.pid])
+        self.held: list[Any] = []
+        self.times: list[float] = []
+        self.busy_s = self.foreign = 0.0
+
+    def _job(self, i: int) -> float:
+        from pdftasks import generate_pdf
         from pdftasks.samples import sample_invoice
 
-        hostname = f"bench-render-cost-{os.getpid()}@localhost"
-        worker = pdftasks_worker(1, hostname, tmp / "worker.log", cwd=tmp)
-        held: list[Any] = []
+        self.held.append(generate_pdf.delay(template=TEMPLATE, data=sample_invoice(i),
+                                            output_filename=f"w_{i:06d}.pdf"))
+        return float(self.held[-1].get(timeout=60)["duration_ms"])
+
+    def ready(self) -> None:
+        self.worker.wait_ready(celery_ping(self.app, self.hostname), timeout=90)
+        for i in range(WARMUP_DOCS):
+            self._job(900_000 + i)
+
+    def run(self, first: int, count: int) -> None:
+        started = time.monotonic()
+        self.cpu.start()
+        self.times += [self._job(i) for i in range(first, first + count)]
+        spent = time.monotonic() - started
+        self.foreign += self.cpu.foreign_cores() * spent
+        self.busy_s += spent
+
+    def finish(self) -> dict[str, Any]:
+        return {"mode": "worker", "ms": self.times,
+                "other_cpu": self.foreign / self.busy_s if self.busy_s else math.nan}
+
+    def kill(self) -> None:
         try:
-            worker.start()
-            assert worker.proc is not None and server.proc is not None
-            worker.wait_ready(celery_ping(app, hostname), timeout=90)
-            cpu = CpuMonitor([worker.proc.pid, server.proc.pid])
-            times = []
-            for i in range(WARMUP_DOCS + args.worker_jobs):
-                if i == WARMUP_DOCS:
-                    cpu.start()
-                held.append(generate_pdf.delay(template=TEMPLATE, data=sample_invoice(i + 1),
-                                               output_filename=f"w_{i:04d}.pdf"))
-                out = held[-1].get(timeout=60)
-                if i >= WARMUP_DOCS:
-                    times.append(out["duration_ms"])
-            return {"mode": "worker", "ms": times, "other_cpu": cpu.foreign_cores()}
+            release_results(self.app, self.held)  # while Redis still runs
+            self.held.clear()
+            self.worker.stop()
         finally:
-            release_results(app, held)
-            held.clear()
-            worker.stop()
+            self.server.stop()
+
+
+def run_rows(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
+    """All rows, interleaved: round r gives each row its next few invoices.
+
+    Rows take turns (one renders at a time, the others wait idle), in an order that
+    rotates every round, so a burst of load from other programs hits all rows alike.
+    """
+    rows: list[Any] = []
+    # The row processes import pdftasks: keep its state out of the working directory.
+    use_pdftasks_env({"PDFTASKS_HOME": str(tmp / "home"),
+                      "PDFTASKS_TEMPLATES_DIR": str(ROOT / "templates"),
+                      "PDFTASKS_OUTPUT_DIR": str(tmp / "out-rows")})
+    try:
+        rows += [Row(mode, args, tmp) for mode in MODES]
+        if args.worker_jobs:
+            rows.append(WorkerRow(args, tmp))
+        for row in rows:
+            row.ready()
+        log(f"{len(rows)} rows warm; {args.rounds} interleaved rounds")
+        total = {m: args.n for m in MODES}
+        total.update({"stock-nosubset": args.n_stock_nosubset, "worker": args.worker_jobs})
+        for r in range(args.rounds):
+            for k in range(len(rows)):
+                row = rows[(r + k) % len(rows)]
+                lo = total[row.mode] * r // args.rounds
+                hi = total[row.mode] * (r + 1) // args.rounds
+                if hi > lo:
+                    row.run(1 + lo, hi - lo)
+        return [row.finish() for row in rows]
     finally:
-        server.stop()
+        for row in rows:
+            row.kill()
 
 
 def compare_output(a: str, b: str, tmp: Path) -> str:
@@ -482,15 +512,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if min(args.n, args.n_stock_nosubset) < args.rounds or args.worker_jobs < 0:
         parser.error("--n and --n-stock-nosubset must be >= --rounds, --worker-jobs >= 0")
+    if args.worker_jobs and args.worker_jobs < args.rounds:
+        parser.error("--worker-jobs must be 0 or >= --rounds")
 
     begin = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="pdftasks-render-cost-"))
     try:
         with sigterm_as_exit():
             results = run_rows(args, tmp)
-            if args.worker_jobs:
-                log(f"pdftasks worker: {args.worker_jobs} jobs one at a time")
-                results.append(run_worker(args, tmp))
             warm = next(r for r in results if r["mode"] == "service")["sample"]
             stock = next(r for r in results if r["mode"] == "stock-subset")["sample"]
             check = compare_output(warm, stock, tmp)

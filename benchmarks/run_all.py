@@ -13,7 +13,7 @@ Sizes (chosen so that everything fits in 10 minutes on a 2-core machine):
 ================  ===============================================  ======================
 benchmark         arguments                                        vs its defaults
 ================  ===============================================  ======================
-throughput        --variant no-events --variant trace              2 informative rows
+throughput        --variant trace                                  + 1 informative row
 render_cost       (defaults: 40 per row, 10 stock no-subset,       same
                   30 through a worker)
 multipage         (defaults: 200-line invoice, 15 + 5 documents)   same
@@ -55,7 +55,7 @@ BUDGET_S = 600
 
 #: name -> (arguments, --quick arguments, time limit in seconds)
 BENCHMARKS: dict[str, tuple[list[str], list[str], float]] = {
-    "throughput": (["--variant", "no-events", "--variant", "trace"], ["--jobs", "60"], 360),
+    "throughput": (["--variant", "trace"], ["--jobs", "60"], 360),
     "render_cost": ([], ["--n", "6", "--n-stock-nosubset", "3", "--rounds", "3",
                          "--worker-jobs", "5"], 240),
     "multipage": ([], ["--n", "3", "--n-stock", "1"], 180),

@@ -50,10 +50,12 @@ Methodology
   round runs every setup once (a fresh pool or worker), in an order that rotates from
   round to round. PDFs/s = a setup's PDFs / the sum of its windows; "of limit" and the
   target ratio = the median over the rounds of the setup's PDFs/s divided by the direct
-  pool's in the same round. ``other CPU`` =
-  CPUs used by other programs meanwhile (/proc); above 0.25 the phase was disturbed.
+  pool's in the same round. The busy share is steadier than PDFs/s on such a machine: the
+  report also prints pdftasks' busy share / the pool's, the ratio the two would have at
+  equal render speed. ``other CPU`` = CPUs used by other programs meanwhile (/proc);
+  above 0.25 the phase was disturbed.
 
-Run: ``.venv/bin/python benchmarks/throughput.py`` (about 1 minute with defaults;
+Run: ``.venv/bin/python benchmarks/throughput.py`` (about 1-2 minutes with defaults;
 ``--jobs 100`` for a quick check).
 """
 
@@ -404,6 +406,9 @@ def report(args: argparse.Namespace, phases: list[Phase], seconds: float) -> boo
                 f"{r:.1%}" for r in p.round_ratios) for p in phases[1:]))
     print(f"pdftasks / direct pool = {ratio:.1%} (median of {len(ours.round_ratios)} rounds; "
           f"target >= {TARGET_RATIO:.0%}: {'met' if met else 'NOT met'})")
+    direct = phases[0]
+    print(f"at equal render speed (busy share / the pool's): {ours.busy / direct.busy:.1%}; "
+          "steadier than PDFs/s when the machine's speed drifts between phases")
     if any(p.failed for p in phases):
         print(f"WARNING: {sum(p.failed for p in phases)} jobs failed or did not finish")
     if any(p.other_cpu > 0.25 for p in phases):

@@ -430,6 +430,15 @@ class _AwsErrors:
             raise BrokerUnavailableError(f"cannot reach the DynamoDB job store: {exc}") from exc
 
 
+def thread_client(local: threading.local, service: str, settings: Settings) -> Any:
+    """A boto3 client per thread and process (boto3 clients do not cross a fork)."""
+    c = getattr(local, "client", None)
+    if c is None or getattr(local, "pid", None) != os.getpid():
+        c = client(service, settings)
+        local.client, local.pid = c, os.getpid()
+    return c
+
+
 class DynamoDBJobStore(JobStore):
     """Job records on one DynamoDB table (layout: this module's docstring).
 
@@ -461,11 +470,7 @@ class DynamoDBJobStore(JobStore):
 
     @property
     def ddb(self) -> Any:
-        c = getattr(self._local, "client", None)
-        if c is None or getattr(self._local, "pid", None) != os.getpid():
-            c = client("dynamodb", self.settings)
-            self._local.client, self._local.pid = c, os.getpid()
-        return c
+        return thread_client(self._local, "dynamodb", self.settings)
 
     # Keys.
 
@@ -846,11 +851,7 @@ class DynamoDBResultBackend(KeyValueStoreBackend):
 
     @property
     def ddb(self) -> Any:
-        c = getattr(self._local, "client", None)
-        if c is None or getattr(self._local, "pid", None) != os.getpid():
-            c = client("dynamodb", self.settings)
-            self._local.client, self._local.pid = c, os.getpid()
-        return c
+        return thread_client(self._local, "dynamodb", self.settings)
 
     @staticmethod
     def _key(key: str | bytes) -> dict[str, Any]:

@@ -23,7 +23,7 @@ import pytest
 
 from pdftasks import generate_pdf
 from pdftasks.samples import sample_invoice
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -31,15 +31,6 @@ USER, PASSWORD = "ops", "s3cret-flower"
 ARTIFACTS = ROOT / "test-artifacts"
 
 
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.2)
 
 
 def pattern_subscribers(redis_client: Any) -> int:

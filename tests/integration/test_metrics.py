@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pdftasks import generate_pdf
 from pdftasks.monitoring import DURATION_BUCKETS_S
 from pdftasks.samples import sample_invoice
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, wait_for
 from tests.deploy.test_monitoring_config import grafana_exprs, selectors
 
 pytestmark = pytest.mark.integration
@@ -29,15 +28,6 @@ pytestmark = pytest.mark.integration
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
 
 
 class Exporter:

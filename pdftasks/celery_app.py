@@ -124,6 +124,12 @@ def configure(app: Celery, s: Settings) -> None:
         timezone=s.timezone,
         enable_utc=True,
     )
+    if s.effective_broker_url.startswith(("redis://", "rediss://")):
+        # kombu's Redis transport, plus: a message taken off its queue just as Redis went
+        # away is put back when Redis is reachable again, not lost (see the module).
+        from pdftasks import redis_transport
+
+        redis_transport.install()
     if s.is_sqs:
         app.conf.update(
             # pdftasks.aws.Transport: kombu's SQS transport, queues polled urgent first.

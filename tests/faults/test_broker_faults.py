@@ -3,8 +3,10 @@ broker that cannot be reached when a job is submitted. Real redis-server process
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
+import threading
 import time
 
 import pytest
@@ -65,6 +67,125 @@ def test_redis_restarts_during_500_jobs(own_redis, workers, output_dir, tmp_path
     assert finished and counts["lost"] == 0, tally.lost_jobs()
     assert counts["duplicated"] == 0 and counts["tmp"] == 0
     assert counts["completed"] == 500 and counts["failed"] == 0
+
+
+class CutAfterDelivery:
+    """A TCP proxy in front of Redis that plays "Redis went away just after it handed out a
+    message": when the reply to a client's ``BRPOP`` carries ``marker``, the proxy passes
+    that reply on, closes every connection and refuses new ones for ``down_s`` seconds. The
+    client then holds a message that Redis no longer has, and cannot record it as unacked."""
+
+    def __init__(self, upstream_port: int, marker: bytes, down_s: float = 3.0) -> None:
+        self.upstream = ("127.0.0.1", upstream_port)
+        self.marker, self.down_s = marker, down_s
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.cut = threading.Event()
+        self.down = False
+        self.lock = threading.Lock()
+        self.socks: set[socket.socket] = set()
+        self._listen()
+
+    def _listen(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self.listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+                server = socket.create_connection(self.upstream)
+            except OSError:
+                return
+            with self.lock:
+                self.socks |= {client, server}
+            sent_brpop = threading.Event()
+            for src, dst, to_client in ((client, server, False), (server, client, True)):
+                threading.Thread(target=self._pump, args=(src, dst, to_client, sent_brpop),
+                                 daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, to_client: bool,
+              sent_brpop: threading.Event) -> None:
+        while True:
+            try:
+                data = src.recv(1 << 20)
+            except OSError:
+                data = b""
+            if not data or self.down:
+                break
+            if not to_client and b"BRPOP" in data:
+                sent_brpop.set()
+            deliver = to_client and sent_brpop.is_set() and self.marker in data
+            if deliver and not self.cut.is_set():
+                self.down = True  # nothing else passes from here on
+                self.cut.set()
+                with contextlib.suppress(OSError):
+                    dst.sendall(data)
+                self._go_down()
+                return
+            try:
+                dst.sendall(data)
+            except OSError:
+                break
+        for sock in (src, dst):
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def _go_down(self) -> None:
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        with self.lock:
+            socks, self.socks = self.socks, set()
+        for sock in socks:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        time.sleep(self.down_s)
+        self.down = False
+        self._listen()
+
+    def close(self) -> None:
+        self.down = True
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        with self.lock:
+            for sock in self.socks:
+                sock.close()
+
+
+def test_message_taken_just_before_redis_goes_away_is_delivered_again(
+        own_redis, workers, output_dir, tmp_path) -> None:
+    # Given a worker whose broker connection passes through a proxy that cuts all its
+    # connections, and refuses new ones for 3 s, right after Redis handed it a job's message
+    # (the job store and result backend are reached directly)
+    server = own_redis()
+    manager = make_manager(server.url, output_dir, tmp_path / "home")
+    tally = Tally("4b-message-in-flight-at-outage", server.url, output_dir,
+                  lambda: workers.logs)
+    job_id = manager.submit_job("escape.html", {"value": "in flight"}, "in-flight.pdf")
+    tally.add([job_id], ["in-flight.pdf"])
+    proxy = CutAfterDelivery(server.port, marker=job_id.encode())
+    try:
+        workers.start(output_dir, concurrency=1, broker_url=proxy.url,
+                      result_backend=server.url, job_store_url=server.url)
+        # When the worker takes the job and the broker goes away before it recorded it
+        assert proxy.cut.wait(60), "the worker never took the job"
+        # Then, once the broker is back, the job is delivered again and completes
+        finished = tally.wait(timeout=60)
+    finally:
+        proxy.close()
+    log = worker_log_text(workers.logs)
+    tally.extra.update(put_back=log.count("back on their queues"),
+                       worker_saw_loss=log.count("broker connection lost while taking"))
+    counts = tally.report()
+    assert finished and counts["completed"] == 1, (tally.lost_jobs(), log[-3000:])
+    assert counts["duplicated"] == 0 and counts["tmp"] == 0
 
 
 class Blackhole:

@@ -54,3 +54,16 @@ def test_settings_default_to_local_files(monkeypatch, tmp_path) -> None:
     assert s.effective_result_backend == f"file://{tmp_path}/results"
     redis = Settings(broker_url="redis://h:6379/3")
     assert redis.effective_result_backend == "redis://h:6379/3"
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:1/0", "rediss://127.0.0.1:1/0"])
+def test_a_redis_broker_uses_the_transport_that_puts_back_in_flight_messages(url) -> None:
+    from pdftasks.celery_app import create_app
+    from pdftasks.redis_transport import Transport
+
+    app = create_app(Settings(broker_url=url, result_backend="redis://127.0.0.1:1/1"))
+    connection = app.connection_for_write()
+    # kombu's Redis transport with pdftasks' fix, and the URL keeps its scheme (Flower
+    # picks its broker client by it)
+    assert connection.get_transport_cls() is Transport
+    assert connection.as_uri().startswith(url.split("://")[0] + "://")

@@ -71,6 +71,9 @@ def broker_transport_options(s: Settings) -> dict[str, Any]:
             "unacked_mutex_expire": min(300, s.visibility_timeout_s),
             "socket_timeout": 10,
             "socket_connect_timeout": 5,
+            # pdftasks.redis_transport: messages taken just as Redis went away wait here
+            # until they are put back on their queues.
+            "rescue_dir": str(s.home / "rescued"),
         }
     if s.is_sqs:
         from pdftasks.aws import transport_options

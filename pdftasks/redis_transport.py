@@ -7,11 +7,14 @@ visibility timeout bring back a message that is in that unacked record; a messag
 or the connection broke in between, was in this process's memory only: kombu drops it with
 the connection error, and the job stays *pending* for ever.
 
-This transport keeps such a message and pushes it back onto its queue as soon as a channel
-to the same broker is open again (the worker reconnects on its own), so the job is delivered
-again instead of lost. If the unacked record was written after all (the reply, not the
-command, was lost), the job is delivered twice; a job runs at most once because the worker
-claims it in the job store first (see ``pdftasks.tasks``).
+This transport writes such a message to a spool directory (transport option
+``rescue_dir``; pdftasks sets ``<PDFTASKS_HOME>/rescued``) and pushes it back onto its queue
+as soon as a channel to the same broker is open again (the worker reconnects on its own), so
+the job is delivered again instead of lost. The spool is on disk so that a worker that exits
+before the broker is back (Celery sometimes does on a lost connection) leaves the message to
+the next worker started with the same home. If the unacked record was written after all (the
+reply, not the command, was lost), the job is delivered twice; it runs at most once because
+the worker claims it in the job store first (see ``pdftasks.tasks``).
 
 ``install()`` makes ``redis://`` and ``rediss://`` URLs use it in this process (the URLs keep
 their scheme, which tools such as Flower read); ``pdftasks.celery_app`` calls it for a Redis
@@ -20,8 +23,14 @@ broker.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import logging
-import threading
+import os
+import tempfile
+import uuid
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -31,20 +40,67 @@ log = logging.getLogger(__name__)
 
 #: Errors after which a command's fate on the server is unknown.
 _LINK_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
-
-_lock = threading.Lock()
-#: broker URI -> messages (payload, exchange, routing key) to put back on their queues
-_rescued: dict[str, list[tuple[dict[str, Any], str, str]]] = {}
+_TAKING = ".taking-"
 
 
-def _broker_key(channel: kombu_redis.Channel) -> str:
-    return str(channel.connection.client.as_uri(include_password=True))
+def spool_dir(channel: kombu_redis.Channel) -> Path:
+    """Where ``channel``'s rescued messages wait: one folder per broker (URL and database)."""
+    client = channel.connection.client
+    base = client.transport_options.get("rescue_dir") or (
+        Path(tempfile.gettempdir()) / "pdftasks-rescued")
+    broker = hashlib.sha256(client.as_uri(include_password=True).encode()).hexdigest()[:16]
+    return Path(base) / broker
 
 
-def rescued_count() -> int:
-    """Messages held in this process, waiting for the broker to come back."""
-    with _lock:
-        return sum(len(held) for held in _rescued.values())
+def rescue(channel: kombu_redis.Channel, payload: dict[str, Any], exchange: str,
+           routing_key: str) -> Path:
+    """Write a message to the spool (atomically) until it can be put back on its queue."""
+    folder = spool_dir(channel)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{uuid.uuid4().hex}.json"
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps({"payload": payload, "exchange": exchange,
+                               "routing_key": routing_key}))
+    os.replace(tmp, path)
+    return path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _take(folder: Path) -> list[Path]:
+    """Claim the spooled messages of ``folder`` for this process (rename, so two workers on
+    one home never put back the same file), including claims of processes that died."""
+    if not folder.is_dir():
+        return []
+    taken = []
+    for path in sorted(folder.iterdir()):
+        name = path.name
+        if name.startswith("."):
+            continue
+        if _TAKING in name:
+            pid = name.rsplit(_TAKING, 1)[1]
+            if not pid.isdigit() or _alive(int(pid)):
+                continue
+            name = name.rsplit(_TAKING, 1)[0]
+        claimed = folder / f"{name}{_TAKING}{os.getpid()}"
+        with contextlib.suppress(FileNotFoundError):
+            path.rename(claimed)
+            taken.append(claimed)
+    return taken
+
+
+def _release(paths: list[Path]) -> None:
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            path.rename(path.with_name(path.name.rsplit(_TAKING, 1)[0]))
 
 
 class QoS(kombu_redis.QoS):
@@ -52,15 +108,21 @@ class QoS(kombu_redis.QoS):
         try:
             super().append(message, delivery_tag)
         except _LINK_ERRORS:
-            info = message.delivery_info
-            with _lock:
-                _rescued.setdefault(_broker_key(self.channel), []).append(
-                    (message._raw, info["exchange"], info["routing_key"]))
-            log.warning("broker connection lost while taking message %s: it will be put "
-                        "back on %s when the broker is reachable again",
-                        message.properties.get("correlation_id") or delivery_tag,
-                        info["routing_key"])
+            self._rescue(message, delivery_tag)
             raise
+
+    def _rescue(self, message: Any, delivery_tag: str) -> None:
+        info = message.delivery_info
+        job = message.properties.get("correlation_id") or delivery_tag
+        try:
+            path = rescue(self.channel, message._raw, info["exchange"], info["routing_key"])
+        except OSError as exc:
+            log.error("broker connection lost while taking message %s, and it could not be "
+                      "spooled (%s): its job stays pending until resubmitted", job, exc)
+            return
+        log.warning("broker connection lost while taking message %s: it will be put back "
+                    "on %s when the broker is reachable again (spooled in %s)",
+                    job, info["routing_key"], path)
 
 
 class Channel(kombu_redis.Channel):
@@ -68,25 +130,28 @@ class Channel(kombu_redis.Channel):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._put_back_rescued()
+        self.put_back_rescued()
 
-    def _put_back_rescued(self) -> None:
-        key = _broker_key(self)
-        with _lock:
-            held = _rescued.pop(key, [])
-        if not held:
-            return
+    def put_back_rescued(self) -> int:
+        """Push the spooled messages for this broker back on their queues; their number."""
+        taken = _take(spool_dir(self))
+        if not taken:
+            return 0
         try:
             with self.conn_or_acquire() as client, client.pipeline() as pipe:
-                for payload, exchange, routing_key in held:
-                    self._do_restore_message(payload, exchange, routing_key, pipe)
+                for path in taken:
+                    held = json.loads(path.read_text())
+                    self._do_restore_message(held["payload"], held["exchange"],
+                                             held["routing_key"], pipe)
                 pipe.execute()
         except BaseException:
-            with _lock:
-                _rescued.setdefault(key, [])[:0] = held
+            _release(taken)
             raise
+        for path in taken:
+            path.unlink(missing_ok=True)
         log.warning("put %d message(s) taken during a broker outage back on their queues",
-                    len(held))
+                    len(taken))
+        return len(taken)
 
 
 class Transport(kombu_redis.Transport):

@@ -17,10 +17,11 @@ from pdftasks.celery_app import GENERATE_PDF, create_app
 from pdftasks.errors import BrokerUnavailableError
 from pdftasks.jobstore import Job
 from pdftasks.settings import Settings
-from tests.conftest import REDIS_URL, TEMPLATES, free_port
+from tests.conftest import REDIS_URL, TEMPLATES, free_port, wait_for
 from tests.faults.conftest import (
     Supervisor,
     Tally,
+    kill_tree,
     make_manager,
     record_summary,
     wait_port_closed,
@@ -159,33 +160,48 @@ class CutAfterDelivery:
                 sock.close()
 
 
+@pytest.mark.parametrize("worker_exits", [False, True], ids=["worker-reconnects",
+                                                         "worker-exits-while-down"])
 def test_message_taken_just_before_redis_goes_away_is_delivered_again(
-        own_redis, workers, output_dir, tmp_path) -> None:
+        worker_exits, own_redis, workers, output_dir, tmp_path) -> None:
     # Given a worker whose broker connection passes through a proxy that cuts all its
-    # connections, and refuses new ones for 3 s, right after Redis handed it a job's message
-    # (the job store and result backend are reached directly)
+    # connections, and refuses new ones for a while, right after Redis handed it a job's
+    # message (the job store and result backend are reached directly)
     server = own_redis()
     manager = make_manager(server.url, output_dir, tmp_path / "home")
-    tally = Tally("4b-message-in-flight-at-outage", server.url, output_dir,
-                  lambda: workers.logs)
+    name = "4b-message-in-flight-at-outage" + ("-worker-exits" if worker_exits else "")
+    tally = Tally(name, server.url, output_dir, lambda: workers.logs)
     job_id = manager.submit_job("escape.html", {"value": "in flight"}, "in-flight.pdf")
     tally.add([job_id], ["in-flight.pdf"])
-    proxy = CutAfterDelivery(server.port, marker=job_id.encode())
+    proxy = CutAfterDelivery(server.port, marker=job_id.encode(),
+                             down_s=8.0 if worker_exits else 3.0)
+    start = {"concurrency": 1, "broker_url": proxy.url, "result_backend": server.url,
+             "job_store_url": server.url}
     try:
-        workers.start(output_dir, concurrency=1, broker_url=proxy.url,
-                      result_backend=server.url, job_store_url=server.url)
+        first = workers.start(output_dir, **start)
         # When the worker takes the job and the broker goes away before it recorded it
         assert proxy.cut.wait(60), "the worker never took the job"
+        if worker_exits:
+            # ... and the worker dies before the broker is back (its message waits in the
+            # spool under PDFTASKS_HOME); a new worker starts with the same home
+            spool = tmp_path / "home" / "rescued"
+            wait_for(lambda: list(spool.glob("*/*.json")), timeout=5,
+                     what="the message spooled")
+            kill_tree(first.proc.pid)
+            workers.start(output_dir, wait=False, **start)
         # Then, once the broker is back, the job is delivered again and completes
         finished = tally.wait(timeout=60)
     finally:
         proxy.close()
+    put_back = [log.read_text(errors="replace").count("back on their queues")
+                for log in workers.logs]
     log = worker_log_text(workers.logs)
-    tally.extra.update(put_back=log.count("back on their queues"),
+    tally.extra.update(put_back_by_worker=put_back,
                        worker_saw_loss=log.count("broker connection lost while taking"))
     counts = tally.report()
     assert finished and counts["completed"] == 1, (tally.lost_jobs(), log[-3000:])
     assert counts["duplicated"] == 0 and counts["tmp"] == 0
+    assert put_back == ([0, 1] if worker_exits else [1])
 
 
 class Blackhole:

@@ -36,7 +36,8 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="PDFTASKS_", extra="ignore")
 
-    home: Path = Field(Path(".pdftasks"), description="State of the zero-setup default.")
+    home: Path = Field(Path(".pdftasks"), description="State of the zero-setup default; on "
+                       "Redis, messages held while Redis was away.")
     broker_url: str | None = Field(None, description="Celery broker; unset = local files.")
     result_backend: str | None = Field(None, description="Celery result backend.")
     templates_dir: Path = Path("templates")

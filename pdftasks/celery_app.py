@@ -82,6 +82,15 @@ def broker_transport_options(s: Settings) -> dict[str, Any]:
     return {"visibility_timeout": s.visibility_timeout_s}
 
 
+def result_backend_url(s: Settings) -> str:
+    """Celery's ``result_backend``: on Redis, ``pdftasks.redis_results.RedisBackend`` (Celery's
+    backend, which batch submits can tell not to follow results; see the module)."""
+    url = s.effective_result_backend
+    if url.startswith(("redis://", "rediss://")):
+        return f"pdftasks.redis_results.RedisBackend+{url}"
+    return url
+
+
 def configure(app: Celery, s: Settings) -> None:
     """Apply ``s`` to ``app``: broker, queues, routing, limits, acknowledgements."""
     ns = s.queue_namespace
@@ -90,7 +99,7 @@ def configure(app: Celery, s: Settings) -> None:
         (s.home / "results").mkdir(parents=True, exist_ok=True)
     app.conf.update(
         broker_url=s.effective_broker_url,
-        result_backend=s.effective_result_backend,
+        result_backend=result_backend_url(s),
         broker_transport_options=broker_transport_options(s),
         broker_connection_retry_on_startup=True,
         task_queues=[Queue(q, exchange, routing_key=q) for q in queue_names(ns)],

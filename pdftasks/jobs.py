@@ -26,6 +26,7 @@ from pdftasks.celery_app import GENERATE_PDF, create_app, queue_names
 from pdftasks.enums import JobPriority, JobStatus
 from pdftasks.errors import JobNotFoundError
 from pdftasks.jobstore import Job, JobStore
+from pdftasks.redis_results import untracked
 from pdftasks.render import PDFService
 from pdftasks.settings import Settings, get_settings
 from pdftasks.tasks import check_broker, job_store, make_job, submit_checks
@@ -541,7 +542,9 @@ def submit_jobs(app: Celery, jobs: Iterable[Mapping[str, Any]],
     check_broker(app)
     published = 0
     try:
-        with app.producer_or_acquire() as producer:
+        # Not followed for results (job ids are returned, the job store follows them): no
+        # result-channel subscription per job on Redis (pdftasks.redis_results).
+        with untracked(), app.producer_or_acquire() as producer:
             for start in range(0, len(records), _BATCH):
                 chunk = records[start:start + _BATCH]
                 store.create_many(chunk)

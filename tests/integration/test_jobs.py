@@ -160,6 +160,31 @@ def test_cancelled_pending_job_never_produces_a_file(make_manager, tmp_path) -> 
         "after.pdf", "keep.pdf"]
 
 
+def test_batch_jobs_are_not_followed_for_results_yet_their_results_can_be_read(
+        make_manager, redis_client) -> None:
+    # Given a manager whose jobs wait (no worker yet)
+    manager = make_manager(start=False)
+
+    def subscribes() -> int:  # SUBSCRIBE commands Redis has served so far
+        return int(redis_client.info("commandstats").get("cmdstat_subscribe", {})
+                   .get("calls", 0))
+
+    # When 20 jobs are submitted through submit_batch, and one through generate_pdf.delay
+    before = subscribes()
+    batch = manager.submit_batch([{"template": "invoice.html", "data": sample_invoice(i),
+                                   "output": f"untracked-{i}.pdf"} for i in range(20)])
+    after_batch = subscribes()
+    single = manager.task.delay("invoice.html", sample_invoice(99), "tracked.pdf")
+    # Then only delay() subscribed to its result channel (its caller may .get() it)
+    assert (after_batch - before, subscribes() - after_batch) == (0, 1)
+    # and a batch job's result can still be read once it has run
+    manager.start()
+    manager.wait_for_job(batch[0], timeout=60)
+    assert AsyncResult(batch[0], app=manager.app).get(timeout=10)["path"].endswith(
+        "untracked-0.pdf")
+    assert single.get(timeout=60)["path"].endswith("tracked.pdf")
+
+
 def test_transient_failure_is_retried_with_growing_backoff(make_manager, tmp_path) -> None:
     # Given an output directory that cannot be created (a file is in the way)
     out = tmp_path / "blocked"

@@ -28,7 +28,7 @@ from pdftasks import (
     RedisBackend,
 )
 from pdftasks.samples import sample_invoice
-from tests.conftest import ROOT, TEMPLATES, pdf_text
+from tests.conftest import ROOT, TEMPLATES, pdf_text, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -232,7 +232,8 @@ def test_permanent_failures_are_not_retried(make_manager, tmp_path) -> None:
     for job_id in (missing, no_retry):
         job = manager.get_job(job_id)
         assert job.status is JobStatus.FAILED and job.retry_count == 0
-    time.sleep(0.5)  # let the last events arrive before counting
+    wait_for(lambda: len(failures) >= 2, timeout=10, what="both on_job_failed callbacks")
+    time.sleep(0.5)  # a duplicate callback would arrive now
     assert sorted(i for i, _ in failures) == sorted([missing, no_retry])
     failed = manager.backend.get_all_jobs(status=JobStatus.FAILED)
     assert {j.job_id for j in failed} == {missing, no_retry}

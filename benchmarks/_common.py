@@ -365,14 +365,24 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def use_pdftasks_env(values: Mapping[str, str]) -> None:
-    """Replace every ``PDFTASKS_*`` variable of this process with ``values``.
+def use_pdftasks_env(tmp: Path, broker_url: str | None = None, output: str = "out",
+                     templates: Path = ROOT / "templates", **extra: str) -> dict[str, str]:
+    """Replace every ``PDFTASKS_*`` variable of this process: the broker (None: the
+    zero-setup default), the templates, ``tmp/output`` for PDFs, ``tmp/home``, and
+    ``extra`` (``log_level="WARNING"`` sets ``PDFTASKS_LOG_LEVEL``). Returns the variables
+    set (for ``WorkerProcess``, which passes no ``PDFTASKS_*`` of its own).
 
     Call before pdftasks is imported: its settings are read once, on first use.
     """
     for key in [k for k in os.environ if k.startswith("PDFTASKS_")]:
         del os.environ[key]
+    values = {"PDFTASKS_TEMPLATES_DIR": str(templates),
+              "PDFTASKS_OUTPUT_DIR": str(tmp / output), "PDFTASKS_HOME": str(tmp / "home")}
+    if broker_url:
+        values["PDFTASKS_BROKER_URL"] = broker_url
+    values.update({f"PDFTASKS_{key.upper()}": value for key, value in extra.items()})
     os.environ.update(values)
+    return values
 
 
 def pdftasks_worker(concurrency: int, hostname: str, log_path: Path, cwd: Path,

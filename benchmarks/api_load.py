@@ -57,6 +57,7 @@ from _common import (  # noqa: E402
     free_port,
     percentile,
     print_table,
+    use_pdftasks_env,
 )
 
 KEY = "bench-key"
@@ -309,17 +310,9 @@ def main() -> None:
         with RedisServer(tmp_path) as redis_server:
             from hashlib import sha256
 
-            env = {
-                "PDFTASKS_BROKER_URL": redis_server.url(0),
-                "PDFTASKS_TEMPLATES_DIR": str(ROOT / "templates"),
-                "PDFTASKS_OUTPUT_DIR": str(tmp_path / "out"),
-                "PDFTASKS_HOME": str(tmp_path / "home"),
-                "PDFTASKS_API_KEYS": f"bench:{sha256(KEY.encode()).hexdigest()}",
-                "PDFTASKS_API_RATE_LIMIT_PER_MIN": str(10**9),
-            }
-            for key in [k for k in os.environ if k.startswith("PDFTASKS_")]:
-                del os.environ[key]
-            os.environ.update(env)
+            env = use_pdftasks_env(tmp_path, redis_server.url(0),
+                                   api_keys=f"bench:{sha256(KEY.encode()).hexdigest()}",
+                                   api_rate_limit_per_min=str(10**9))
             for n in (int(x) for x in args.api_workers.split(",")):
                 port = free_port()
                 server = WorkerProcess(

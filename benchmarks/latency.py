@@ -49,7 +49,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
-    ROOT,
     CpuMonitor,
     RedisServer,
     celery_ping,
@@ -157,12 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with sigterm_as_exit():
             server.start()
-            use_pdftasks_env({
-                "PDFTASKS_BROKER_URL": server.url(0),
-                "PDFTASKS_TEMPLATES_DIR": str(ROOT / "templates"),
-                "PDFTASKS_OUTPUT_DIR": str(tmp / "out"),
-                "PDFTASKS_HOME": str(tmp / "home"),
-            })
+            use_pdftasks_env(tmp, server.url(0))
             res = run(args, tmp, server)
     except KeyboardInterrupt:
         log("interrupted; cleaning up")

@@ -75,11 +75,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
     BENCH_DIR,
-    ROOT,
     CpuMonitor,
     WorkerProcess,
     print_table,
     sigterm_as_exit,
+    use_pdftasks_env,
 )
 
 #: Check interval of this process for results, in seconds.
@@ -387,14 +387,7 @@ def run_all(tmp: Path, args: argparse.Namespace) -> list[Outcome]:
     # pdftasks reads PDFTASKS_* once, at import: point it at the reference scenario's dirs
     # (and drop any PDFTASKS_* of the caller, so "default" really is the default).
     render_dir = tmp / "render"
-    render_env = {
-        "PDFTASKS_HOME": str(render_dir / "home"),
-        "PDFTASKS_OUTPUT_DIR": str(render_dir / "output"),
-        "PDFTASKS_TEMPLATES_DIR": str(ROOT / "templates"),
-    }
-    for key in [k for k in os.environ if k.startswith("PDFTASKS_")]:
-        del os.environ[key]
-    os.environ.update(render_env)
+    render_env = use_pdftasks_env(render_dir, output="output")
 
     from pdftasks.celery_app import broker_transport_options
     from pdftasks.settings import Settings

@@ -235,12 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             templates = tmp / "templates"
             shutil.copytree(ROOT / "templates", templates)
             (templates / "heavy.html").write_text(HEAVY_TEMPLATE)
-            use_pdftasks_env({
-                "PDFTASKS_BROKER_URL": server.url(0),
-                "PDFTASKS_TEMPLATES_DIR": str(templates),
-                "PDFTASKS_OUTPUT_DIR": str(tmp / "out"),
-                "PDFTASKS_HOME": str(tmp / "home"),
-            })
+            use_pdftasks_env(tmp, server.url(0), templates=templates)
             growth = run_growth(args, tmp, server)
             final_rss = growth["samples"][-1][1]
             ceiling_mb = args.ceiling_mb or int(math.ceil((final_rss + 50) / 10) * 10)

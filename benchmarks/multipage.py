@@ -90,9 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     begin = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="pdftasks-multipage-"))
     try:
-        use_pdftasks_env({"PDFTASKS_TEMPLATES_DIR": str(ROOT / "templates"),
-                          "PDFTASKS_OUTPUT_DIR": str(tmp / "out"),
-                          "PDFTASKS_HOME": str(tmp / "home")})
+        use_pdftasks_env(tmp)
         import jinja2
         import weasyprint
         from weasyprint.text.fonts import FontConfiguration

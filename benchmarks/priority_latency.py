@@ -94,7 +94,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
     BENCH_DIR,
-    ROOT,
     CpuMonitor,
     MotoServer,
     RedisServer,
@@ -106,6 +105,7 @@ from _common import (  # noqa: E402
     print_table,
     release_results,
     sigterm_as_exit,
+    use_pdftasks_env,
 )
 
 TEMPLATE = "invoice.html"
@@ -629,15 +629,7 @@ def run_all(args: argparse.Namespace, server: RedisServer,
     server.start()
     log(f"redis-server on port {server.port}; tmp dir {tmp}")
     # Before pdftasks is imported: settings are read once.
-    for key in [k for k in os.environ if k.startswith("PDFTASKS_")]:
-        del os.environ[key]
-    os.environ.update({
-        "PDFTASKS_BROKER_URL": server.url(0),
-        "PDFTASKS_TEMPLATES_DIR": str(ROOT / "templates"),
-        "PDFTASKS_OUTPUT_DIR": str(tmp / "output-pdftasks"),
-        "PDFTASKS_HOME": str(tmp / "home"),
-        "PDFTASKS_LOG_LEVEL": "WARNING",
-    })
+    use_pdftasks_env(tmp, server.url(0), output="output-pdftasks", log_level="WARNING")
     assert server.proc is not None
     redis_session = server.proc.pid
     results = [run_pdftasks(args, server.url(0), tmp, redis_session)]

@@ -322,12 +322,7 @@ class WorkerRow:
 
     def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
         self.server = RedisServer(tmp / "redis").start()
-        use_pdftasks_env({
-            "PDFTASKS_BROKER_URL": self.server.url(0),
-            "PDFTASKS_TEMPLATES_DIR": str(ROOT / "templates"),
-            "PDFTASKS_OUTPUT_DIR": str(tmp / "out-worker"),
-            "PDFTASKS_HOME": str(tmp / "home"),
-        })
+        use_pdftasks_env(tmp, self.server.url(0), output="out-worker")
         from pdftasks.celery_app import app
 
         self.app = app
@@ -382,9 +377,7 @@ def run_rows(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
     """
     rows: list[Any] = []
     # The row processes import pdftasks: keep its state out of the working directory.
-    use_pdftasks_env({"PDFTASKS_HOME": str(tmp / "home"),
-                      "PDFTASKS_TEMPLATES_DIR": str(ROOT / "templates"),
-                      "PDFTASKS_OUTPUT_DIR": str(tmp / "out-rows")})
+    use_pdftasks_env(tmp, output="out-rows")
     try:
         rows += [Row(mode, args, tmp) for mode in MODES]
         if args.worker_jobs:

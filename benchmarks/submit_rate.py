@@ -12,14 +12,13 @@ Target (issue): 10,000 jobs in under 5 s (>= 2,000 jobs/s) with submit_batch.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, RedisServer, print_table  # noqa: E402
+from _common import RedisServer, print_table, use_pdftasks_env  # noqa: E402
 
 
 def main() -> None:
@@ -30,12 +29,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="pdftasks-submit-") as tmp, \
             RedisServer(Path(tmp)) as redis_server:
-        for key in [k for k in os.environ if k.startswith("PDFTASKS_")]:
-            del os.environ[key]
-        os.environ.update(PDFTASKS_BROKER_URL=redis_server.url(0),
-                          PDFTASKS_TEMPLATES_DIR=str(ROOT / "templates"),
-                          PDFTASKS_OUTPUT_DIR=str(Path(tmp) / "out"),
-                          PDFTASKS_HOME=str(Path(tmp) / "home"))
+        use_pdftasks_env(Path(tmp), redis_server.url(0))
         import redis
 
         from pdftasks import PDFQueueManager, RedisBackend, generate_pdf

@@ -452,12 +452,7 @@ def main(argv: list[str] | None = None) -> int:
             server.start()
             import redis
 
-            use_pdftasks_env({
-                "PDFTASKS_BROKER_URL": server.url(0),
-                "PDFTASKS_TEMPLATES_DIR": str(ROOT / "templates"),
-                "PDFTASKS_OUTPUT_DIR": str(tmp / "out-pdftasks"),
-                "PDFTASKS_HOME": str(tmp / "home"),
-            })
+            use_pdftasks_env(tmp, server.url(0), output="out-pdftasks")
             ids = list(range(1, args.jobs + 1))
             setups: list[tuple[str, Any]] = [
                 ("direct", lambda jobs: run_direct(args, tmp, jobs)),

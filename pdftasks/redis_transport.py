@@ -36,6 +36,8 @@ from typing import Any
 import redis
 from kombu.transport import redis as kombu_redis
 
+from pdftasks.storage import process_alive, write_atomic
+
 log = logging.getLogger(__name__)
 
 #: Errors after which a command's fate on the server is unknown.
@@ -58,21 +60,9 @@ def rescue(channel: kombu_redis.Channel, payload: dict[str, Any], exchange: str,
     folder = spool_dir(channel)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{uuid.uuid4().hex}.json"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({"payload": payload, "exchange": exchange,
-                               "routing_key": routing_key}))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps({"payload": payload, "exchange": exchange,
+                                   "routing_key": routing_key}).encode(), f".{path.name}.")
     return path
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _take(folder: Path) -> list[Path]:
@@ -87,7 +77,7 @@ def _take(folder: Path) -> list[Path]:
             continue
         if _TAKING in name:
             pid = name.rsplit(_TAKING, 1)[1]
-            if not pid.isdigit() or _alive(int(pid)):
+            if not pid.isdigit() or process_alive(int(pid)):
                 continue
             name = name.rsplit(_TAKING, 1)[0]
         claimed = folder / f"{name}{_TAKING}{os.getpid()}"

@@ -40,6 +40,24 @@ def check_output_filename(name: object) -> str:
     return name
 
 
+def write_atomic(path: Path, data: bytes, tmp_prefix: str) -> None:
+    """Write ``data`` as ``path`` so that readers see all of it or nothing: a temporary file
+    ``<tmp_prefix><random>.tmp`` beside it, fsynced, then renamed. Raises ``OSError``; the
+    temporary file is removed then."""
+    fd, tmp_name = tempfile.mkstemp(prefix=tmp_prefix, suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as tmp:
+            tmp.write(data)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.chmod(tmp_name, 0o644)
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise
+
+
 class LocalStorage:
     """Writes PDFs into one directory, atomically (temporary file + rename)."""
 
@@ -60,26 +78,13 @@ class LocalStorage:
                 (transient: the job is retried).
         """
         path = self.path_for(filename)
-        tmp_name = None
         try:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{filename}.{_HOST}-{os.getpid()}.",
-                                            suffix=".tmp", dir=self.output_dir)
-            with os.fdopen(fd, "wb") as tmp:
-                tmp.write(data)
-                tmp.flush()
-                os.fsync(tmp.fileno())
-            os.chmod(tmp_name, 0o644)
-            os.replace(tmp_name, path)
-            tmp_name = None
+            write_atomic(path, data, tmp_prefix=f".{filename}.{_HOST}-{os.getpid()}.")
         except OSError as exc:
             raise StorageError(
                 f"cannot write {filename!r} to {self.output_dir}: {exc.strerror or exc}"
             ) from exc
-        finally:
-            if tmp_name is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp_name)
         return path
 
     def discard_stale_temps(self, filename: str) -> list[Path]:
@@ -96,7 +101,7 @@ class LocalStorage:
         with contextlib.suppress(OSError), os.scandir(self.output_dir) as entries:
             for entry in entries:
                 match = pattern.fullmatch(entry.name)
-                if match is None or _alive(int(match.group(1))):
+                if match is None or process_alive(int(match.group(1))):
                     continue
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)
@@ -128,7 +133,8 @@ class LocalStorage:
         return deleted
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host still runs (a zombie does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -58,7 +58,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pdftasks.enums import JobPriority, JobStatus
 from pdftasks.errors import BrokerUnavailableError, InvalidJobError, UnsafePathError
-from pdftasks.render import check_data, resolve_inside
+from pdftasks.limits import DataLimits, check_data
+from pdftasks.render import resolve_inside
 from pdftasks.settings import Settings, get_settings
 from pdftasks.storage import check_output_filename
 from pdftasks.webhooks import (
@@ -531,7 +532,7 @@ class ApiState:
         """Raise a 422 ``ApiError`` naming the first field that cannot work."""
         s = self.settings
         try:
-            check_data(req.data, s.max_data_bytes)
+            check_data(req.data, DataLimits.from_settings(s))
         except InvalidJobError as exc:
             raise _invalid(prefix + "data", str(exc)) from exc
         key = (req.template, req.css_file)

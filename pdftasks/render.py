@@ -39,7 +39,8 @@ from pdftasks.errors import (
     UnsafePathError,
     UnsafeResourceError,
 )
-from pdftasks.settings import MAX_DATA_BYTES, Settings, get_settings
+from pdftasks.limits import MAX_DATA_BYTES, DataLimits, check_data
+from pdftasks.settings import Settings, get_settings
 from pdftasks.storage import check_output_filename, make_storage
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ class PDFServiceConfig:
         output_dir: Generated PDFs. Nothing outside it is written.
         allowed_url_prefixes: http(s) URL prefixes a template may fetch; empty = no network.
         max_data_bytes: Largest JSON data of one job, in bytes.
+        data_limits: Depth, key, list and string limits of job data (None: the defaults,
+            with ``max_data_bytes``).
         storage: ``s3://bucket/prefix`` to write PDFs to S3 instead of ``output_dir``
             (region and endpoint from the ``PDFTASKS_AWS_*`` settings); ``""`` = the
             output directory; None (default) = ``PDFTASKS_STORAGE``.
@@ -67,6 +70,7 @@ class PDFServiceConfig:
     allowed_url_prefixes: tuple[str, ...] = ()
     max_data_bytes: int = MAX_DATA_BYTES
     storage: str | None = None
+    data_limits: DataLimits | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> PDFServiceConfig:
@@ -77,6 +81,7 @@ class PDFServiceConfig:
             allowed_url_prefixes=s.url_prefixes,
             max_data_bytes=s.max_data_bytes,
             storage=s.storage,
+            data_limits=DataLimits.from_settings(s),
         )
 
     from_env = from_settings
@@ -112,19 +117,6 @@ def resolve_inside(root: Path, name: object, kind: str) -> Path:
     if not path.is_relative_to(root):
         raise UnsafePathError(f"{kind} {name!r} resolves outside the templates directory")
     return path
-
-
-def check_data(data: object, max_bytes: int = MAX_DATA_BYTES) -> int:
-    """Check that ``data`` is a JSON object within ``max_bytes``; return its encoded size."""
-    if not isinstance(data, Mapping):
-        raise InvalidDataError(f"data must be a JSON object (dict), not {type(data).__name__}")
-    try:
-        size = len(json.dumps(data, allow_nan=False, separators=(",", ":")).encode())
-    except (TypeError, ValueError) as exc:
-        raise InvalidDataError(f"data is not JSON-serializable: {exc}") from exc
-    if size > max_bytes:
-        raise InvalidDataError(f"data is {size} bytes, above the limit of {max_bytes} bytes")
-    return size
 
 
 class ResourceDenied(Exception):
@@ -346,7 +338,7 @@ class PDFService:
         self.check_template(template, css_file)
         check_output_filename(output_filename)
         if data is not None:
-            check_data(data, self.config.max_data_bytes)
+            check_data(data, self.config.data_limits or self.config.max_data_bytes)
 
     def check_template(self, template: object, css_file: object = None) -> None:
         """The template exists inside the templates directory and compiles; so does the CSS."""

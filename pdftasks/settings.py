@@ -13,14 +13,20 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pdftasks.limits import (
+    MAX_DATA_BYTES,
+    MAX_DATA_DEPTH,
+    MAX_DATA_ITEMS,
+    MAX_DATA_KEYS,
+    MAX_DATA_STRING,
+)
+
 #: Default soft time limit of one render, in seconds (the job FAILS with a clear message).
 SOFT_TIME_LIMIT_S = 60.0
 #: Default hard time limit, in seconds: the worker child is killed.
 HARD_TIME_LIMIT_S = 90.0
 #: How long a reserved Redis message may stay unacknowledged before redelivery, in seconds.
 VISIBILITY_TIMEOUT_S = 600
-#: Largest JSON payload accepted for one job, in bytes.
-MAX_DATA_BYTES = 5 * 1024 * 1024
 #: Worker children are recycled after a job once their RSS passes this, in MiB.
 MAX_MEMORY_PER_CHILD_MB = 512
 #: Address-space ceiling of a worker child while it renders, in MiB (0 = no ceiling).
@@ -29,6 +35,10 @@ RENDER_MEMORY_LIMIT_MB = 2048
 RESULT_EXPIRES_S = 7 * 86400
 #: How long job records are kept, in seconds.
 JOB_RETENTION_S = 7 * 86400
+
+
+#: A value that example deployment files use for secrets; refused in any setting.
+PLACEHOLDER = "CHANGE-ME"
 
 
 class Settings(BaseSettings):
@@ -49,7 +59,16 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(VISIBILITY_TIMEOUT_S, gt=0)
     max_memory_per_child_mb: int = Field(MAX_MEMORY_PER_CHILD_MB, ge=0)
     render_memory_limit_mb: int = Field(RENDER_MEMORY_LIMIT_MB, ge=0)
-    max_data_bytes: int = Field(MAX_DATA_BYTES, gt=0)
+    max_data_bytes: int = Field(MAX_DATA_BYTES, gt=0,
+                                description="Largest JSON data of one job, in bytes.")
+    max_data_depth: int = Field(MAX_DATA_DEPTH, ge=1, le=200,
+                                description="Deepest nesting of objects/lists in job data.")
+    max_data_keys: int = Field(MAX_DATA_KEYS, ge=1,
+                               description="Most keys in one object of job data.")
+    max_data_items: int = Field(MAX_DATA_ITEMS, ge=1,
+                                description="Most items in one list of job data.")
+    max_data_string: int = Field(MAX_DATA_STRING, ge=1,
+                                 description="Longest string in job data, in characters.")
     allowed_url_prefixes: str = Field(
         "", description="Comma-separated http(s) URL prefixes a template may fetch."
     )
@@ -115,6 +134,14 @@ class Settings(BaseSettings):
                                          "PDFTASKS_OUTPUT_DIR.")
     s3_presign_expires_s: int = Field(3600, ge=1, le=7 * 86400,
                                       description="Lifetime of presigned download URLs.")
+
+    @field_validator("*")
+    @classmethod
+    def _no_placeholder(cls, value: object) -> object:
+        # Example deployments carry CHANGE-ME secrets; starting with one is a mistake.
+        if isinstance(value, str) and PLACEHOLDER in value.upper():
+            raise ValueError(f"still has a {PLACEHOLDER} placeholder: set a real value")
+        return value
 
     @field_validator("timezone")
     @classmethod

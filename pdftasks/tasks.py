@@ -33,11 +33,11 @@ from pdftasks.errors import (
     TransientError,
 )
 from pdftasks.jobstore import Job, JobStore, open_store
+from pdftasks.limits import DataLimits, check_data
 from pdftasks.render import (
     PDFService,
     PDFServiceConfig,
     apply_memory_limit,
-    check_data,
     harfbuzz_subset_available,
     resolve_inside,
     time_limit,
@@ -94,7 +94,7 @@ def submit_checks(app: Celery, template: Any, data: Any, output_filename: Any, p
     """
     s = app_settings(app)
     prio = JobPriority.parse(priority)
-    check_data(data, s.max_data_bytes)
+    check_data(data, DataLimits.from_settings(s))
     check_output_filename(output_filename)
     if checked is not None and (template, css_file) in checked:
         return prio

@@ -69,7 +69,7 @@ from pdftasks.enums import JobPriority, JobStatus
 from pdftasks.errors import BrokerUnavailableError, InvalidDataError, StorageError
 from pdftasks.jobstore import Job, JobStore, _encode
 from pdftasks.settings import JOB_RETENTION_S, Settings, get_settings
-from pdftasks.storage import check_output_filename
+from pdftasks.storage import check_key
 
 log = logging.getLogger(__name__)
 
@@ -931,16 +931,18 @@ class S3Storage:
             self._local.client, self._local.pid = c, os.getpid()
         return c
 
-    def key_for(self, filename: str) -> str:
-        name = check_output_filename(filename)
-        return f"{self.prefix}/{name}" if self.prefix else name
+    def key_for(self, key: str) -> str:
+        """The object key of storage key ``key`` (``pdftasks.storage.storage_key``)."""
+        check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
 
     def uri_for(self, filename: str) -> str:
         return f"s3://{self.bucket}/{self.key_for(filename)}"
 
     def write(self, filename: str, data: bytes,
               metadata: Mapping[str, str] | None = None) -> str:
-        """Upload ``data`` as ``filename`` (``application/pdf``); return its ``s3://`` URI.
+        """Upload ``data`` as storage key ``filename`` (``application/pdf``); return its
+        ``s3://`` URI.
 
         S3 replaces an object in one step, so readers never see a partial PDF.
 
@@ -948,7 +950,8 @@ class S3Storage:
             StorageError: the bucket is missing or not writable, or S3 cannot be reached.
         """
         key = self.key_for(filename)
-        meta = {"generator": "pdftasks", "filename": filename, "bytes": str(len(data)),
+        meta = {"generator": "pdftasks", "filename": key.rsplit("/", 1)[-1],
+                "bytes": str(len(data)),
                 **{k: str(v) for k, v in (metadata or {}).items()}}
         try:
             self.client.put_object(Bucket=self.bucket, Key=key, Body=data,
@@ -956,17 +959,27 @@ class S3Storage:
         except (BotoCoreError, ClientError) as exc:
             detail = _code(exc) if isinstance(exc, ClientError) else type(exc).__name__
             raise StorageError(
-                f"cannot write {filename!r} to s3://{self.bucket}/{self.prefix}: "
-                f"{detail}: {exc}") from exc
+                f"cannot write {key.rsplit('/', 1)[-1]!r} to s3://{self.bucket}: "
+                f"{detail}") from exc
         return f"s3://{self.bucket}/{key}"
 
-    def presigned_url(self, uri: str, expires_s: int = PRESIGN_EXPIRES_S) -> str:
-        """A time-limited HTTPS GET URL for an object written here (its ``s3://`` URI)."""
+    def discard_stale_temps(self, key: str) -> list[str]:
+        """Nothing to discard: S3 replaces an object in one step, with no temporary file."""
+        return []
+
+    def presigned_url(self, uri: str, expires_s: int = PRESIGN_EXPIRES_S,
+                      download_name: str | None = None) -> str:
+        """A time-limited HTTPS GET URL for an object written here (its ``s3://`` URI);
+        with ``download_name``, S3 answers with that name in ``Content-Disposition``."""
         bucket, key = parse_s3_url(uri)
         if bucket != self.bucket:
             raise ValueError(f"{uri!r} is not in this storage's bucket {self.bucket!r}")
+        params = {"Bucket": bucket, "Key": key}
+        if download_name:
+            params["ResponseContentDisposition"] = \
+                f'attachment; filename="{download_name.replace(chr(34), "")}"'
         return str(self.client.generate_presigned_url(
-            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=int(expires_s)))
+            "get_object", Params=params, ExpiresIn=int(expires_s)))
 
     def read(self, uri: str) -> bytes:
         bucket, key = parse_s3_url(uri)
@@ -976,16 +989,16 @@ class S3Storage:
             raise StorageError(f"cannot read {uri}: {exc}") from exc
 
     def delete_older_than(self, cutoff: float, dry_run: bool = False) -> list[str]:
-        """Delete ``.pdf`` objects directly under the prefix last modified before ``cutoff``.
+        """Delete ``.pdf`` objects under the prefix (each job's key is
+        ``<namespace>/<owner>/<job id>/<name>.pdf``) last modified before ``cutoff``.
 
-        Objects in deeper "folders" are never touched. Returns the URIs deleted (or, with
-        ``dry_run``, that would be).
+        Returns the URIs deleted (or, with ``dry_run``, that would be).
         """
         prefix = f"{self.prefix}/" if self.prefix else ""
         old: list[str] = []
         try:
             pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=prefix, Delimiter="/")
+                Bucket=self.bucket, Prefix=prefix)
             for page in pages:
                 for obj in page.get("Contents", []):
                     if obj["Key"].lower().endswith(".pdf") and \

@@ -52,3 +52,8 @@ class JobStatus(StrEnum):
     @property
     def is_final(self) -> bool:
         return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+#: The job metadata key naming the API tenant that owns a job (set by the HTTP API; its
+#: PDFs are stored under that tenant, see ``pdftasks.storage.storage_key``).
+TENANT_KEY = "tenant"

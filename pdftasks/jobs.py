@@ -371,7 +371,8 @@ class PDFQueueManager:
 
             storage = make_storage(job.result_path, self.settings)
             return str(storage.presigned_url(
-                job.result_path, expires_s or self.settings.s3_presign_expires_s))
+                job.result_path, expires_s or self.settings.s3_presign_expires_s,
+                download_name=job.output_filename))
         return Path(job.result_path).as_uri()
 
     def queue_depth(self) -> dict[str, int | None]:

@@ -97,7 +97,7 @@ def check_data(data: object, limits: DataLimits | int | None = None, *,
             continue
         if isinstance(value, float):
             if not math.isfinite(value):
-                raise InvalidDataError(f"{_where(path)} is {value}, which JSON cannot carry")
+                raise InvalidDataError(f"{_where(path)} is not JSON-serializable: {value}")
             continue
         if isinstance(value, _SCALARS):
             continue
@@ -129,8 +129,8 @@ def check_data(data: object, limits: DataLimits | int | None = None, *,
                 stack.extend((item, depth + 1, (*path, i)) for i, item in enumerate(value))
             continue
         raise InvalidDataError(
-            f"{_where(path)} is a {type(value).__name__}, which is not JSON "
-            "(use objects, lists, strings, numbers, booleans and null)")
+            f"{_where(path)} is not JSON-serializable: a {type(value).__name__} (use objects, "
+            "lists, strings, numbers, booleans and null)")
     try:
         size = len(json.dumps(data, allow_nan=False, separators=(",", ":")).encode())
     except (TypeError, ValueError, RecursionError) as exc:

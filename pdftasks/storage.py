@@ -1,4 +1,11 @@
-"""Where PDFs go: a local directory (atomic writes) or S3 (``pdftasks.aws.S3Storage``)."""
+"""Where PDFs go: a local directory (atomic writes) or S3 (``pdftasks.aws.S3Storage``).
+
+A job's PDF is stored under a key the server chooses (``storage_key``):
+``<namespace>/<owner>/<job id>/<output_filename>``, where the owner is the API tenant of the
+job or ``_`` for jobs submitted without one. The caller's ``output_filename`` is only the last
+part of the key and the download name, so no caller can reach, overwrite or guess another
+tenant's (or namespace's) file by name.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +24,10 @@ if TYPE_CHECKING:
 
 #: Output names: one path component, ending in .pdf, no hidden files.
 _OUTPUT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._ ()+@,=-]{0,195}\.pdf$", re.IGNORECASE)
+#: One segment of a storage key: a namespace, tenant or job id (no dots first, no slashes).
+_KEY_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+#: The owner segment of jobs that have no tenant (tenant names start with a letter or digit).
+NO_TENANT = "_"
 #: This host in temporary file names, so a writer can be recognised as dead (one output
 #: directory may be shared by several hosts).
 _HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40] or "host"
@@ -40,6 +51,34 @@ def check_output_filename(name: object) -> str:
     return name
 
 
+def storage_key(namespace: str, job_id: str, filename: str, tenant: str | None = None) -> str:
+    """The server-chosen key of a job's PDF: ``<namespace>/<tenant or _>/<job_id>/<filename>``.
+
+    Raises:
+        UnsafePathError: a part is not a plain name (the job id and tenant come from the job
+            record; a message that bypassed the client may carry anything).
+    """
+    for kind, value in (("namespace", namespace), ("job id", job_id), ("tenant", tenant)):
+        if value is None and kind == "tenant":
+            continue
+        if not isinstance(value, str) or not _KEY_SEGMENT.match(value):
+            raise UnsafePathError(f"{kind} {str(value)[:80]!r} cannot be part of a storage key")
+    return f"{namespace}/{tenant or NO_TENANT}/{job_id}/{check_output_filename(filename)}"
+
+
+def check_key(key: object) -> str:
+    """Return ``key`` if it is a relative storage key: plain segments, the last one a safe
+    output file name (``name.pdf`` alone is a key too)."""
+    if not isinstance(key, str) or not key:
+        raise UnsafePathError("the storage key must be a non-empty string")
+    *dirs, name = key.split("/")
+    for part in dirs:
+        if part != NO_TENANT and not _KEY_SEGMENT.match(part):
+            raise UnsafePathError(f"storage key {key[:200]!r} has an unsafe part {part[:80]!r}")
+    check_output_filename(name)
+    return key
+
+
 def write_atomic(path: Path, data: bytes, tmp_prefix: str) -> None:
     """Write ``data`` as ``path`` so that readers see all of it or nothing: a temporary file
     ``<tmp_prefix><random>.tmp`` beside it, fsynced, then renamed. Raises ``OSError``; the
@@ -59,46 +98,51 @@ def write_atomic(path: Path, data: bytes, tmp_prefix: str) -> None:
 
 
 class LocalStorage:
-    """Writes PDFs into one directory, atomically (temporary file + rename)."""
+    """Writes PDFs into one directory tree, atomically (temporary file + rename)."""
 
     def __init__(self, output_dir: str | os.PathLike[str]) -> None:
         self.output_dir = Path(output_dir).expanduser().resolve()
 
-    def path_for(self, filename: str) -> Path:
-        path = (self.output_dir / check_output_filename(filename)).resolve()
-        if path.parent != self.output_dir:
-            raise UnsafePathError(f"output_filename {filename!r} resolves outside the output dir")
+    def path_for(self, key: str) -> Path:
+        """The file of storage key ``key`` (a plain output name is a key too); symlinks
+        that lead out of the output directory are refused."""
+        path = (self.output_dir / check_key(key)).resolve()
+        if path != self.output_dir / key:
+            raise UnsafePathError(f"storage key {key!r} resolves outside the output directory")
         return path
 
-    def write(self, filename: str, data: bytes) -> Path:
-        """Write ``data`` as ``filename``; readers never see a partial file.
+    def write(self, key: str, data: bytes) -> Path:
+        """Write ``data`` as ``key``; readers never see a partial file.
 
         Raises:
             StorageError: the directory is missing, not writable, or the disk is full
                 (transient: the job is retried).
         """
-        path = self.path_for(filename)
+        path = self.output_dir / check_key(key)
+        name = path.name
         try:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            write_atomic(path, data, tmp_prefix=f".{filename}.{_HOST}-{os.getpid()}.")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path = self.path_for(key)  # after mkdir: no directory on the way is a symlink
+            write_atomic(path, data, tmp_prefix=f".{name}.{_HOST}-{os.getpid()}.")
         except OSError as exc:
             raise StorageError(
-                f"cannot write {filename!r} to {self.output_dir}: {exc.strerror or exc}"
+                f"cannot write {name!r} to the output directory: {exc.strerror or exc}"
             ) from exc
         return path
 
-    def discard_stale_temps(self, filename: str) -> list[Path]:
-        """Delete temporary files of ``filename`` whose writer on this host has died.
+    def discard_stale_temps(self, key: str) -> list[Path]:
+        """Delete temporary files of ``key`` whose writer on this host has died.
 
         A writer killed between creating its temporary file and renaming it (SIGKILL, out
         of memory, hard time limit) leaves ``.<filename>.<host>-<pid>.<random>.tmp``
         behind. The job is delivered again and calls this first. Files of live writers and
         of other hosts are kept; ``delete_older_than`` removes old ones.
         """
-        pattern = re.compile(rf"\.{re.escape(check_output_filename(filename))}"
+        folder = (self.output_dir / check_key(key)).parent
+        pattern = re.compile(rf"\.{re.escape(Path(key).name)}"
                              rf"\.{re.escape(_HOST)}-(\d+)\.\w+\.tmp")
         removed = []
-        with contextlib.suppress(OSError), os.scandir(self.output_dir) as entries:
+        with contextlib.suppress(OSError), os.scandir(folder) as entries:
             for entry in entries:
                 match = pattern.fullmatch(entry.name)
                 if match is None or process_alive(int(match.group(1))):
@@ -109,27 +153,29 @@ class LocalStorage:
         return removed
 
     def delete_older_than(self, cutoff: float, dry_run: bool = False) -> list[Path]:
-        """Delete PDFs in the output directory modified before ``cutoff`` (epoch seconds).
+        """Delete PDFs in the output directory tree modified before ``cutoff`` (epoch s),
+        then the job folders left empty.
 
-        Only regular files directly inside the directory: symlinks and subdirectories are
-        never followed or touched. Returns what was (or, with ``dry_run``, would be) deleted.
+        Only regular files: symlinks are never followed or touched. Returns what was (or,
+        with ``dry_run``, would be) deleted.
         """
-        deleted = []
+        deleted: list[Path] = []
         if not self.output_dir.is_dir():
             return deleted
-        with os.scandir(self.output_dir) as entries:
-            for entry in entries:
-                if entry.is_symlink() or not entry.is_file(follow_symlinks=False):
+        for folder, _dirs, files in os.walk(self.output_dir, topdown=False):
+            for name in files:
+                path = Path(folder) / name
+                if not name.lower().endswith((".pdf", ".tmp")) or path.is_symlink():
                     continue
-                if not entry.name.lower().endswith((".pdf", ".tmp")):
-                    continue
-                if entry.stat(follow_symlinks=False).st_mtime >= cutoff:
-                    continue
-                path = Path(entry.path)
-                if not dry_run:
-                    with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(FileNotFoundError):
+                    if path.lstat().st_mtime >= cutoff:
+                        continue
+                    if not dry_run:
                         path.unlink()
-                deleted.append(path)
+                    deleted.append(path)
+            if not dry_run and Path(folder) != self.output_dir:
+                with contextlib.suppress(OSError):
+                    os.rmdir(folder)  # only when empty
         return deleted
 
 

@@ -11,6 +11,7 @@ import datetime as dt
 import importlib
 import logging
 import os
+import sys
 import time
 import weakref
 from collections.abc import Mapping
@@ -25,7 +26,7 @@ from celery.worker.request import Request
 from kombu.exceptions import OperationalError
 
 from pdftasks.celery_app import GENERATE_PDF
-from pdftasks.enums import JobPriority, JobStatus
+from pdftasks.enums import TENANT_KEY, JobPriority, JobStatus
 from pdftasks.errors import (
     BrokerUnavailableError,
     PermanentError,
@@ -39,11 +40,12 @@ from pdftasks.render import (
     PDFServiceConfig,
     apply_memory_limit,
     harfbuzz_subset_available,
+    redact_paths,
     resolve_inside,
     time_limit,
 )
 from pdftasks.settings import Settings, get_settings
-from pdftasks.storage import check_output_filename
+from pdftasks.storage import check_output_filename, storage_key
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +161,15 @@ def patiently(fn: Any, *args: Any, **kwargs: Any) -> Any:
             delay = min(delay * 2, 2.0)
 
 
+def public_error(app: Celery, error: str) -> str:
+    """``error`` as clients may see it (job records, events, webhooks): no server paths."""
+    s = app_settings(app)
+    return redact_paths(error, {"templates": s.templates_dir, "output": s.output_dir,
+                                "home": s.home, "python": Path(sys.prefix)})
+
+
 def fail_job(app: Celery, job_id: str, error: str) -> None:
+    error = public_error(app, error)
     if patiently(job_store(app).transition, job_id, JobStatus.FAILED, _RUNNABLE, error=error,
                  completed_at=dt.datetime.now(dt.UTC)):
         emit(app, "failed", job_id, error)
@@ -270,7 +280,7 @@ class PdfTask(Task):
 
     def on_retry(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
                  einfo: Any) -> None:
-        error = describe(exc)
+        error = public_error(self.app, describe(exc))
         if patiently(job_store(self.app).transition, task_id, JobStatus.RETRYING,
                      (JobStatus.PROCESSING,), retry_count=self.request.retries + 1, error=error):
             emit(self.app, "retrying", task_id, error)
@@ -326,7 +336,8 @@ def _generate_pdf(self: Task, template: str, data: Mapping[str, Any], output_fil
                   priority: str = "normal", css_file: str | None = None,
                   max_retries: int | None = None, metadata: Mapping[str, Any] | None = None
                   ) -> dict[str, Any]:
-    """Render ``template`` with ``data`` to ``output_filename`` in the output directory.
+    """Render ``template`` with ``data`` to ``<namespace>/<tenant or _>/<job id>/<output_filename>``
+    in the storage (``pdftasks.storage.storage_key``).
 
     Returns ``{"path", "pages", "bytes", "duration_ms", "started_at", "priority",
     "worker_pid", "queue"}``. Permanent errors (bad template, data, path, time limit) fail at once;
@@ -351,16 +362,20 @@ def _generate_pdf(self: Task, template: str, data: Mapping[str, Any], output_fil
             if job.status is JobStatus.CANCELLED:
                 self.update_state(state=states.REVOKED)
             raise Ignore()
+    # The server chooses where the PDF goes: the caller's name is only its last part.
+    key = storage_key(s.queue_namespace, job_id, output_filename,
+                      (metadata or {}).get(TENANT_KEY))
     if crashes > 0:
         # An earlier delivery died, perhaps between writing its temporary file and
         # renaming it: remove that file before rendering again.
-        render_service(app).storage.discard_stale_temps(output_filename)
+        render_service(app).storage.discard_stale_temps(key)
     limit = s.soft_time_limit_s
     try:
         # Our own alarm as well as Celery's soft limit: the child enforces it even when the
         # main process's timer is late, and the message is the same either way.
         with time_limit(limit):
-            result = render_service(app).generate_pdf(template, data, output_filename, css_file)
+            result = render_service(app).generate_pdf(template, data, output_filename, css_file,
+                                                      key=key)
     except SoftTimeLimitExceeded as exc:
         raise RenderTimeoutError(
             f"render exceeded the soft time limit of {limit:g} s and was stopped "

@@ -40,6 +40,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from pdftasks.enums import TENANT_KEY
 from pdftasks.errors import InvalidJobError, PermanentError, TransientError
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,6 @@ MAX_URL_LENGTH = 2048
 TOLERANCE_S = 300
 
 #: Metadata keys the HTTP API sets; clients cannot set them through the API.
-TENANT_KEY = "tenant"
 CALLBACK_KEY = "callback_url"
 RESERVED_METADATA = (TENANT_KEY, CALLBACK_KEY)
 

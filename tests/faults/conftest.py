@@ -238,7 +238,7 @@ class Tally:
                                            socket_timeout=5, socket_connect_timeout=2)
         self.jobs: dict[str, str] = {}  # job id -> output file name
         self.started = time.monotonic()
-        self.earlier = set(os.listdir(output_dir)) if output_dir.is_dir() else set()
+        self.earlier = set(self.files())
         self.extra: dict[str, Any] = {}
 
     def add(self, job_ids: Iterable[str], names: Iterable[str]) -> None:
@@ -285,18 +285,28 @@ class Tally:
             names.update(_RENDERED.findall(log.read_text(errors="replace")))
         return names
 
+    def files(self) -> list[str]:
+        """Every file under the output directory, as a path relative to it."""
+        if not self.output_dir.is_dir():
+            return []
+        return [p.relative_to(self.output_dir).as_posix()
+                for p in self.output_dir.rglob("*") if p.is_file()]
+
+    def key(self, job_id: str) -> str:
+        """Where the worker stores a job's PDF (``pdftasks.storage.storage_key``)."""
+        return f"{self.namespace}/_/{job_id}/{self.jobs[job_id]}"
+
     def counts(self) -> dict[str, int]:
         records = self.records()
         by_status = Counter(str(r["status"]) for r in records.values())
-        files = [p for p in self.output_dir.iterdir() if p.name not in self.earlier] \
-            if self.output_dir.is_dir() else []
-        pdfs = {p.name for p in files if p.suffix == ".pdf" and not p.name.startswith(".")}
-        tmp = [p for p in files if p.suffix == ".tmp" or p.name.startswith(".")]
+        files = [Path(f) for f in self.files() if f not in self.earlier]
+        pdfs = {f.as_posix() for f in files if f.suffix == ".pdf" and not f.name.startswith(".")}
+        tmp = [f for f in files if f.suffix == ".tmp" or f.name.startswith(".")]
         lost = sum(1 for job_id, rec in records.items()
                    if rec["status"] not in FINAL or rec["status"] == "completed" and not (
-                       self.jobs[job_id] in pdfs
-                       and is_whole_pdf(self.output_dir / self.jobs[job_id])))
-        owned = {name for name in self.jobs.values() if name in pdfs}
+                       self.key(job_id) in pdfs
+                       and is_whole_pdf(self.output_dir / self.key(job_id))))
+        owned = {self.key(job_id) for job_id in self.jobs if self.key(job_id) in pdfs}
         renders = self.renders()
         return {
             "submitted": len(self.jobs),

@@ -198,9 +198,9 @@ def test_job_api_on_sqs_dynamodb_and_s3(make_manager, aws_resources, namespace) 
         assert manager.wait_for_job(i, timeout=90).status is JobStatus.COMPLETED
     assert [manager.get_job(i).priority for i in batch[:4]] == list(JobPriority)
     # The PDF is an S3 object: s3:// result path, content type, metadata
-    assert job.result_path == f"s3://{BUCKET}/{namespace}/invoice_001.pdf"
-    head = aws_client("s3", aws_resources).head_object(
-        Bucket=BUCKET, Key=f"{namespace}/invoice_001.pdf")
+    key = f"{namespace}/{namespace}/_/{job_id}/invoice_001.pdf"  # prefix, then server's key
+    assert job.result_path == f"s3://{BUCKET}/{key}"
+    head = aws_client("s3", aws_resources).head_object(Bucket=BUCKET, Key=key)
     assert head["ContentType"] == "application/pdf"
     assert head["Metadata"]["generator"] == "pdftasks"
     assert head["Metadata"]["filename"] == "invoice_001.pdf"
@@ -312,8 +312,9 @@ def test_transient_s3_error_is_retried_with_backoff(make_manager, aws_resources,
                for *_, e in failures)
     assert 0.8 < failures[1][0] - failures[0][0] < 6
     assert job.status is JobStatus.COMPLETED and job.retry_count == 2
-    assert job.result_path == f"s3://{bucket}/pdfs/retried.pdf"
-    body = s3.get_object(Bucket=bucket, Key="pdfs/retried.pdf")["Body"].read()
+    key = f"pdfs/{manager.settings.queue_namespace}/_/{job_id}/retried.pdf"
+    assert job.result_path == f"s3://{bucket}/{key}"
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     assert "INV-2026-0007" in text_of(body)
 
 

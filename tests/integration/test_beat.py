@@ -72,14 +72,16 @@ def test_two_beats_fire_each_entry_once_per_tick(start_worker, redis_url, tmp_pa
               (store.get(x.job_id) for x in jobs)):
         assert time.monotonic() < deadline
         time.sleep(0.2)
-    # Output names carry the period, so each tick replaced the previous one's file.
+    # Output names carry the period; each job has its own folder, so one file per job.
     today = dt.datetime.now(dt.UTC)
-    names = sorted(p.name for p in output_dir.iterdir())
+    names = sorted(set(p.name for p in output_dir.rglob("*.pdf")))
     month = (today.replace(day=1) - dt.timedelta(days=1)) if today.day == 1 else today
     assert names == sorted([f"daily_report_{today:%Y%m%d}.pdf",
                             f"invoice_north_{month:%Y%m}.pdf",
                             f"invoice_south_{month:%Y%m}.pdf"]), names
-    text, _ = pdf_text(output_dir / f"daily_report_{today:%Y%m%d}.pdf")
+    [daily, *_] = output_dir.rglob(f"daily_report_{today:%Y%m%d}.pdf")
+    [north, *_] = output_dir.rglob(f"invoice_north_{month:%Y%m}.pdf")
+    text, _ = pdf_text(daily)
     assert "Zebra Logistics Daily" in text and "4,242" in text
-    text, _ = pdf_text(output_dir / f"invoice_north_{month:%Y%m}.pdf")
+    text, _ = pdf_text(north)
     assert f"Z-{month:%Y%m}-north" in text and "North Depot" in text

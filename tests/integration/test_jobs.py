@@ -62,7 +62,8 @@ def test_guide_quick_start_runs_with_only_the_imports_changed(tmp_path) -> None:
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "✓ PDF generated: " in proc.stdout, proc.stdout
-    text, pages = pdf_text(tmp_path / "output" / "invoice_001.pdf")
+    [path] = (tmp_path / "output").rglob("invoice_001.pdf")
+    text, pages = pdf_text(path)
     assert "INV-001" in text and "1,500.00" in text and pages == 1
 
 
@@ -277,8 +278,9 @@ def test_two_namespaces_on_one_redis_are_isolated(make_manager) -> None:
     a = alpha.submit_job('invoice.html', sample_invoice(1, client="Alpha Co"), 'a.pdf')
     b = beta.submit_job('invoice.html', sample_invoice(2, client="Beta Co"), 'b.pdf')
     job_a, job_b = alpha.wait_for_job(a, timeout=60), beta.wait_for_job(b, timeout=60)
-    assert Path(job_a.result_path).parent == alpha.pdf_service.output_dir
-    assert Path(job_b.result_path).parent == beta.pdf_service.output_dir
+    # Each namespace's PDFs are under its own folder, whatever names the callers chose.
+    assert Path(job_a.result_path) == alpha.pdf_service.output_dir / "alpha" / "_" / a / "a.pdf"
+    assert Path(job_b.result_path) == beta.pdf_service.output_dir / "beta" / "_" / b / "b.pdf"
     assert alpha.get_job(b) is None and beta.get_job(a) is None
     assert [j.job_id for j in alpha.backend.get_all_jobs()] == [a]
     assert alpha.get_queue_stats()["completed"] == 1 == beta.get_queue_stats()["completed"]

@@ -32,7 +32,8 @@ def test_invoice_is_rendered_by_a_worker(start_worker, output_dir) -> None:
     result = generate_pdf.delay(template="invoice.html", data=data,
                                 output_filename="invoice_001.pdf", priority="urgent")
     info = result.get(timeout=60)
-    assert info["path"] == str(output_dir / "invoice_001.pdf")
+    # Stored under a key the server chose: <namespace>/<owner>/<job id>/<name>
+    assert info["path"] == str(output_dir / "pdf" / "_" / result.id / "invoice_001.pdf")
     assert info["bytes"] == os.path.getsize(info["path"]) and info["duration_ms"] > 0
     text, pages = pdf_text(info["path"])
     assert pages == info["pages"] == 1
@@ -112,7 +113,7 @@ def test_bad_jobs_fail_with_clear_errors_and_are_not_retried(start_worker, outpu
             assert isinstance(result.result, error), (name, result.result)
             assert message in str(result.result)
             assert result.retries == 0, name
-            assert not (output_dir / name).exists()
+            assert not list(output_dir.rglob(name))
         assert good.get(timeout=60)["pages"] == 1
         assert _Recorder.hits == []
     finally:
@@ -131,7 +132,7 @@ def test_sigkilled_child_does_not_lose_its_job(start_worker, output_dir) -> None
     wait_state(result, {"SUCCESS"}, timeout=120)
     info = result.result
     assert info["worker_pid"] != child
-    text, pages = pdf_text(output_dir / "survivor.pdf")
+    text, pages = pdf_text(info["path"])
     assert pages == info["pages"] > 5
     assert "Survivor" in text and "END-OF-DOCUMENT" in text
     assert "WorkerLostError" in worker.log or "SIGKILL" in worker.log

@@ -112,6 +112,8 @@ def _age(path: Path, days: float) -> None:
 
 
 def test_cleanup_deletes_only_old_files_inside_the_output_dir(tmp_path: Path) -> None:
+    # Jobs' PDFs live in per-job folders (<namespace>/<owner>/<job id>/<name>.pdf): old ones
+    # are deleted with their emptied folders; symlinks (to files or folders) are not followed.
     out, outside = tmp_path / "out", tmp_path / "outside"
     out.mkdir()
     outside.mkdir()
@@ -119,11 +121,12 @@ def test_cleanup_deletes_only_old_files_inside_the_output_dir(tmp_path: Path) ->
     (out / "new.pdf").write_bytes(b"%PDF new")
     (outside / "precious.pdf").write_bytes(b"%PDF keep me")
     (out / "link.pdf").symlink_to(outside / "precious.pdf")
-    (out / "sub").mkdir()
-    (out / "sub" / "old.pdf").write_bytes(b"%PDF nested")
+    (out / "pdf" / "_" / "job1").mkdir(parents=True)
+    (out / "pdf" / "_" / "job1" / "old.pdf").write_bytes(b"%PDF nested")
+    (out / "linkdir").symlink_to(outside)
     (out / "notes.txt").write_text("not a pdf")
     for p in (out / "old.pdf", outside / "precious.pdf", out / "link.pdf",
-              out / "sub" / "old.pdf", out / "notes.txt"):
+              out / "pdf" / "_" / "job1" / "old.pdf", out / "notes.txt"):
         _age(p, 40)
     app = create_app(Settings(home=tmp_path / "home", output_dir=out, broker_url=None))
     store = job_store(app)
@@ -133,12 +136,14 @@ def test_cleanup_deletes_only_old_files_inside_the_output_dir(tmp_path: Path) ->
     store.create_many([old_job, new_job])
 
     dry = cleanup(app, days=30, dry_run=True)
-    assert [p.name for p in dry.files] == ["old.pdf"] and dry.jobs == ["old-job"]
+    old_files = sorted([out / "old.pdf", out / "pdf" / "_" / "job1" / "old.pdf"])
+    assert sorted(dry.files) == old_files and dry.jobs == ["old-job"]
     assert (out / "old.pdf").exists() and store.get("old-job") is not None
 
     report = cleanup(app, days=30)
-    assert [p.name for p in report.files] == ["old.pdf"]
+    assert sorted(report.files) == old_files
     assert not (out / "old.pdf").exists() and (out / "new.pdf").exists()
+    assert not (out / "pdf").exists()  # the emptied job folders are gone too
     assert (out / "link.pdf").is_symlink() and (outside / "precious.pdf").exists()
-    assert (out / "sub" / "old.pdf").exists() and (out / "notes.txt").exists()
+    assert (out / "linkdir").is_symlink() and (out / "notes.txt").exists()
     assert store.get("old-job") is None and store.get("new-job") is not None

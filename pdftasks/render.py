@@ -9,9 +9,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import gc
-import json
 import logging
+import math
 import os
+import re
 import resource
 import signal
 import threading
@@ -20,14 +21,13 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 from urllib.request import url2pathname
 
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
 from pdftasks.errors import (
-    InvalidDataError,
     MissingVariableError,
     PdfTasksError,
     RenderError,
@@ -119,6 +119,202 @@ def resolve_inside(root: Path, name: object, kind: str) -> Path:
     return path
 
 
+#: Largest result of ``*`` on a string or list in a template, in characters or items.
+MAX_TEMPLATE_SEQUENCE = 1_000_000
+#: Largest integer ``**`` may produce in a template, in bits (about 3,000 digits).
+MAX_TEMPLATE_POWER_BITS = 10_000
+#: Largest field width or precision in a template's ``%`` formatting.
+MAX_TEMPLATE_FORMAT_WIDTH = 10_000
+_FORMAT_WIDTHS = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
+
+
+class ConfinedLoader(jinja2.BaseLoader):
+    """Loads templates (the job's and every ``include``, ``import``, ``extends`` and
+    ``from``) only from files inside ``root`` once symlinks are resolved, the way the URL
+    fetcher resolves files; anything else is ``TemplateSecurityError``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def get_source(self, environment: jinja2.Environment, template: str
+                   ) -> tuple[str, str, Any]:
+        try:
+            path = resolve_inside(self.root, template, "template")
+        except UnsafePathError as exc:
+            raise TemplateSecurityError(str(exc)) from None
+        try:
+            mtime = path.stat().st_mtime_ns
+            if not path.is_file():
+                raise jinja2.TemplateNotFound(template)
+            source = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise jinja2.TemplateNotFound(template) from exc
+
+        def uptodate() -> bool:
+            try:
+                return path.stat().st_mtime_ns == mtime
+            except OSError:
+                return False
+
+        return source, str(path), uptodate
+
+    def list_templates(self) -> list[str]:
+        names = []
+        for folder, _, files in os.walk(self.root):
+            for name in files:
+                rel = os.path.relpath(os.path.join(folder, name), self.root)
+                names.append(rel.replace(os.sep, "/"))
+        return sorted(names)
+
+
+def _runtime_only(func: Any) -> Any:
+    """``func`` as a filter Jinja never calls while compiling (a ``pass_context`` filter is
+    not constant-folded): ``{{ 'a'|center(10**9) }}`` waits for the render and its limits."""
+    how = getattr(getattr(func, "jinja_pass_arg", None), "name", None)
+    if how == "context":
+        return func
+
+    name = getattr(func, "__name__", "")
+
+    @jinja2.pass_context
+    def filter_(context: Any, *args: Any, **kwargs: Any) -> Any:
+        if name in _WIDTH_FILTERS:
+            _check_widths(args[1:], kwargs.values())
+        elif name == "do_format" and args and isinstance(args[0], str):
+            _check_format(args[0])
+        if how == "eval_context":
+            return func(context.eval_ctx, *args, **kwargs)
+        if how == "environment":
+            return func(context.environment, *args, **kwargs)
+        return func(*args, **kwargs)
+
+    filter_.__name__ = getattr(func, "__name__", "filter")
+    return filter_
+
+
+#: Filters whose integer arguments are output widths (``center``, ``indent``).
+_WIDTH_FILTERS = frozenset({"do_center", "do_indent"})
+
+
+def _check_widths(*groups: Any) -> None:
+    for group in groups:
+        for value in group:
+            if isinstance(value, int) and value > MAX_TEMPLATE_SEQUENCE:
+                raise SecurityError(f"the template asks for a width of {value}: more than "
+                                    f"{MAX_TEMPLATE_SEQUENCE}")
+
+
+def _check_format(text: str) -> None:
+    for width, precision in _FORMAT_WIDTHS.findall(text):
+        for n in (width, precision):
+            if n == "*" or (n and int(n) > MAX_TEMPLATE_FORMAT_WIDTH):
+                raise SecurityError("the template formats with a field width above "
+                                    f"{MAX_TEMPLATE_FORMAT_WIDTH}")
+
+
+class LimitedSandbox(SandboxedEnvironment):
+    """Jinja's sandbox, refusing results that would take the process's time or memory:
+    ``*`` on strings and lists past ``MAX_TEMPLATE_SEQUENCE``, ``**`` past
+    ``MAX_TEMPLATE_POWER_BITS``, ``%`` formatting with huge widths. These operators and all
+    filters are evaluated only when rendering (never folded while compiling), so compiling
+    a template is bounded by its size, wherever it happens."""
+
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.filters = {name: _runtime_only(f) for name, f in self.filters.items()}
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                if isinstance(seq, str | list | tuple | bytes) and isinstance(n, int) \
+                        and len(seq) * n > MAX_TEMPLATE_SEQUENCE:
+                    raise SecurityError(
+                        f"the template repeats a sequence {n} times: more than "
+                        f"{MAX_TEMPLATE_SEQUENCE} items")
+        elif operator == "**":
+            if isinstance(left, int) and isinstance(right, int) and abs(left) > 1 \
+                    and right * math.log2(abs(left)) > MAX_TEMPLATE_POWER_BITS:
+                raise SecurityError("the template raises a number to a power whose result "
+                                    f"has more than {MAX_TEMPLATE_POWER_BITS} bits")
+        elif operator == "%" and isinstance(left, str):
+            _check_format(left)
+        return super().call_binop(context, operator, left, right)
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+#: Percent-encoded '.', '/' and '\\' in a URL's path: refused, never decoded into a path.
+_ENCODED_PATH_CHARS = re.compile(r"%(2e|2f|5c)", re.IGNORECASE)
+
+
+def _url_origin_path(url: str) -> tuple[tuple[str, str, int], str] | None:
+    """``((scheme, host, port), path)`` of an http(s) URL with its path percent-decoded and
+    its dot segments removed; None if it is not one, or has userinfo, a bad port,
+    backslashes or encoded dots or slashes in its path."""
+    try:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        port = parts.port
+    except ValueError:
+        return None
+    if scheme not in _DEFAULT_PORTS or not parts.hostname or "@" in parts.netloc:
+        return None
+    if "\\" in parts.path or _ENCODED_PATH_CHARS.search(parts.path):
+        return None
+    path = unquote(parts.path) or "/"
+    segments: list[str] = []
+    for seg in path.split("/")[1:]:
+        if seg == "..":
+            if segments:
+                segments.pop()
+        elif seg != ".":
+            segments.append(seg)
+    if path.endswith(("/.", "/..")):
+        segments.append("")
+    return (scheme, parts.hostname, port or _DEFAULT_PORTS[scheme]), "/" + "/".join(segments)
+
+
+def allowed_url(url: str, prefixes: tuple[str, ...]) -> str | None:
+    """The normalised form of ``url`` if an allow-listed prefix covers it, else None.
+
+    Scheme, host and port must equal the prefix's; the path is compared after
+    percent-decoding and dot-segment removal, segment by segment (``/allowed`` covers
+    ``/allowed/x`` but not ``/allowed-x``). The normalised URL is what gets fetched.
+    """
+    target = _url_origin_path(url)
+    if target is None:
+        return None
+    origin, path = target
+    for prefix in prefixes:
+        allowed = _url_origin_path(prefix)
+        if allowed is None or allowed[0] != origin:
+            continue
+        base = allowed[1]
+        if path == base or path.startswith(base if base.endswith("/") else base + "/"):
+            query = urlsplit(url).query
+            netloc = origin[1] if ":" not in origin[1] else f"[{origin[1]}]"
+            if origin[2] != _DEFAULT_PORTS[origin[0]]:
+                netloc += f":{origin[2]}"
+            return urlunsplit((origin[0], netloc, quote(path), query, ""))
+    return None
+
+
+def redact_paths(text: str, roots: Mapping[str, Path]) -> str:
+    """``text`` without this server's paths: each root (``{"templates": dir, ...}``) becomes
+    its name, as a path or a ``file://`` URL, and any other ``file://`` URL its last part.
+    For everything a client sees (job errors, webhooks, API error bodies)."""
+    for name, root in sorted(roots.items(), key=lambda kv: -len(str(kv[1]))):
+        root_str = str(root).rstrip("/")
+        if len(root_str) <= 1:
+            continue
+        text = text.replace(Path(root_str).as_uri(), f"<{name}>").replace(root_str, f"<{name}>")
+    return _FILE_URL.sub(lambda m: m.group(1).rsplit("/", 1)[-1], text)
+
+
+_FILE_URL = re.compile(r"file://([^\s'\"<>)]*)")
+
+
 class ResourceDenied(Exception):
     """Carries the refused URL out of WeasyPrint (wrapped in a fatal fetching error)."""
 
@@ -151,8 +347,10 @@ def _make_fetcher(roots: tuple[Path, ...], prefixes: tuple[str, ...]) -> Any:
                 return super().fetch(url, headers)
             if scheme == "file":
                 return super().fetch(self.local_path(url).as_uri(), headers)
-            if scheme in ("http", "https") and any(url.startswith(p) for p in prefixes):
-                return super().fetch(url, headers)
+            if scheme in ("http", "https"):
+                normalised = allowed_url(url, prefixes)
+                if normalised is not None:
+                    return super().fetch(normalised, headers)
             raise Denied(f"refused to fetch {url}: network access is off "
                          "(allow it with PDFTASKS_ALLOWED_URL_PREFIXES)")
 
@@ -316,8 +514,8 @@ class PDFService:
             else get_settings().storage
         self.storage = make_storage(target or self.config.output_dir)
         self.output_dir = Path(self.config.output_dir).expanduser().resolve()
-        self.env = SandboxedEnvironment(
-            loader=jinja2.FileSystemLoader(str(self.templates_dir)),
+        self.env = LimitedSandbox(
+            loader=ConfinedLoader(self.templates_dir),
             autoescape=True,
             undefined=jinja2.StrictUndefined,
             auto_reload=True,
@@ -345,7 +543,7 @@ class PDFService:
         path = resolve_inside(self.templates_dir, template, "template")
         if not path.is_file():
             raise TemplateNotFoundError(
-                f"Template not found: {template!r} in {self.templates_dir}")
+                f"Template not found: {template!r} in the templates directory")
         self._compile(str(template))
         if css_file is not None:
             self._css_path(css_file)
@@ -353,7 +551,8 @@ class PDFService:
     def _css_path(self, css_file: object) -> Path:
         path = resolve_inside(self.templates_dir, css_file, "css_file")
         if not path.is_file():
-            raise TemplateNotFoundError(f"CSS file not found: {css_file!r} in {self.templates_dir}")
+            raise TemplateNotFoundError(
+                f"CSS file not found: {css_file!r} in the templates directory")
         return path
 
     # Rendering.
@@ -365,7 +564,7 @@ class PDFService:
             yield
         except jinja2.TemplateNotFound as exc:
             raise TemplateNotFoundError(
-                f"Template not found: {exc.name!r} in {self.templates_dir}") from exc
+                f"Template not found: {exc.name!r} in the templates directory") from exc
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateSyntaxError(
                 f"Template syntax error in {exc.name or template!r} line {exc.lineno}: "
@@ -419,6 +618,7 @@ class PDFService:
                             url_fetcher=self._fetcher).render(
                 stylesheets=stylesheets, font_config=self.font_config,
                 cache=self._image_cache)
+            self._local_links(document)
             pdf = document.write_pdf()
         except self._fetcher.denied as exc:
             raise UnsafeResourceError(str(exc)) from exc
@@ -432,6 +632,21 @@ class PDFService:
             self._image_cache.clear()
         return pdf, len(document.pages)
 
+    def _local_links(self, document: Any) -> None:
+        """Links to local files leave no server path in the PDF: one to a file inside the
+        templates directory becomes relative, any other ``file:`` link is dropped."""
+        base = self.templates_dir.as_uri() + "/"
+        for page in document.pages:
+            links = []
+            for link in page.links:
+                kind, target = link[0], link[1]
+                if kind == "external" and str(target).lower().startswith("file:"):
+                    if not str(target).startswith(base):
+                        continue
+                    link = (kind, str(target)[len(base):], *link[2:])
+                links.append(link)
+            page.links[:] = links
+
     def render_pdf(self, template: str, data: Mapping[str, Any],
                    css_file: str | None = None) -> tuple[bytes, int]:
         """Template + data -> (pdf bytes, page count), without writing anything."""
@@ -440,13 +655,14 @@ class PDFService:
         return self.html_to_pdf(self.render_html(template, data), css_file)
 
     def generate_pdf(self, template: str, data: Mapping[str, Any], output_filename: str,
-                     css_file: str | None = None) -> RenderResult:
-        """Render and write ``output_filename`` atomically to the storage (the output
-        directory, or S3 with ``storage``); ``path`` is the file's path or ``s3://`` URI."""
+                     css_file: str | None = None, key: str | None = None) -> RenderResult:
+        """Render and write the PDF atomically to the storage (the output directory, or S3
+        with ``storage``) as ``key`` (default: ``output_filename`` at the top of the storage;
+        jobs pass their server-chosen key); ``path`` is the file's path or ``s3://`` URI."""
         started = time.perf_counter()
         self.check_job(template, output_filename, css_file, data)
         pdf, pages = self.render_pdf(template, data, css_file)
-        path = self.storage.write(output_filename, pdf)
+        path = self.storage.write(key or output_filename, pdf)
         return RenderResult(path=str(path), pages=pages, bytes=len(pdf),
                             duration_ms=round((time.perf_counter() - started) * 1000, 1))
 

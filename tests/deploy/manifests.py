@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -18,7 +19,11 @@ from tests.conftest import ROOT
 K8S = ROOT / "k8s"
 DEPLOY = ROOT / "deploy"
 #: The kustomizations a reader applies: KEDA on Redis (default), CPU HPA, KEDA on SQS.
+#: None of them ships a Secret: the reader creates pdftasks-secrets first.
 OVERLAYS = {"keda": K8S, "hpa": K8S / "hpa", "sqs": K8S / "sqs"}
+#: Templates of Secret pdftasks-secrets (CHANGE-ME values) for each of those kustomizations.
+SECRET_EXAMPLES = {"keda": K8S / "overlays" / "example", "hpa": K8S / "overlays" / "example",
+                   "sqs": K8S / "overlays" / "example-sqs"}
 #: Kubernetes versions every manifest must validate against: oldest supported, newest.
 K8S_VERSIONS = ("1.29.0", "1.37.0")
 
@@ -42,11 +47,21 @@ def kubectl() -> str:
 
 
 @functools.cache
-def rendered(overlay: str) -> tuple[dict[str, Any], ...]:
-    """The objects `kubectl apply -k` would send for ``overlay`` (rendered offline)."""
-    out = subprocess.run([kubectl(), "kustomize", str(OVERLAYS[overlay])], check=True,
+def render(directory: Path) -> tuple[dict[str, Any], ...]:
+    """The objects `kubectl apply -k directory` would send (rendered offline)."""
+    out = subprocess.run([kubectl(), "kustomize", str(directory)], check=True,
                          capture_output=True, text=True, timeout=60).stdout
     return tuple(doc for doc in yaml.safe_load_all(out) if doc)
+
+
+def rendered(overlay: str) -> tuple[dict[str, Any], ...]:
+    """The objects `kubectl apply -k` would send for ``overlay`` (rendered offline)."""
+    return render(OVERLAYS[overlay])
+
+
+def with_example_secret(overlay: str) -> tuple[dict[str, Any], ...]:
+    """``overlay``'s objects plus the example Secret a reader would create before it."""
+    return rendered(overlay) + render(SECRET_EXAMPLES[overlay])
 
 
 def find(objects: Any, kind: str, name: str) -> dict[str, Any]:
@@ -93,8 +108,6 @@ def cores(quantity: str | int | float) -> float:
 
 def seconds(duration: str) -> float:
     """A compose duration such as 120s, 2m, 1m30s."""
-    import re
-
     total, matched = 0.0, ""
     for value, unit in re.findall(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)", duration):
         total += float(value) * {"h": 3600, "m": 60, "s": 1, "ms": 1e-3, "us": 1e-6}[unit]
@@ -105,7 +118,65 @@ def seconds(duration: str) -> float:
 
 @functools.cache
 def compose() -> dict[str, Any]:
+    """docker-compose.yml as written (``${VAR...}`` not interpolated)."""
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+#: A complete .env for docker-compose.yml (test values, not secrets).
+COMPOSE_ENV = {"REDIS_PASSWORD": "0123456789abcdef0123456789abcdef",
+               "PDFTASKS_FLOWER_BASIC_AUTH": "admin:fedcba9876543210",
+               "GRAFANA_ADMIN_PASSWORD": "00112233445566778899"}
+
+
+class MissingVariable(Exception):
+    """A ``${VAR:?message}`` (or ``${VAR?message}``) whose variable is missing."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f"required variable {name} is missing a value: {message}")
+        self.name = name
+
+
+_VARIABLE = re.compile(r"\$(?:(?P<escaped>\$)|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)"
+                       r"(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))")
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """Compose's variable interpolation of one string (compose-spec, "Interpolation"):
+    $$, $VAR, ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?err}, ${VAR?err}, ${VAR:+alt},
+    ${VAR+alt}. Raises MissingVariable where compose would refuse to start."""
+
+    def one(match: re.Match[str]) -> str:
+        if match["escaped"]:
+            return "$"
+        name = match["braced"] or match["bare"]
+        op, arg = match["op"], match["arg"] or ""
+        value = env.get(name)
+        present = value is not None and (value != "" or not (op or "").startswith(":"))
+        if op in (":?", "?") and not present:
+            raise MissingVariable(name, arg)
+        if op in (":-", "-") and not present:
+            return arg
+        if op in (":+", "+"):
+            return arg if present else ""
+        return value or ""
+
+    return _VARIABLE.sub(one, text)
+
+
+def interpolated(node: Any, env: dict[str, str]) -> Any:
+    """``node`` (a parsed compose file or part of it) with every string interpolated."""
+    if isinstance(node, str):
+        return interpolate(node, env)
+    if isinstance(node, dict):
+        return {key: interpolated(value, env) for key, value in node.items()}
+    if isinstance(node, list):
+        return [interpolated(value, env) for value in node]
+    return node
+
+
+def compose_with(env: dict[str, str] | None = None) -> dict[str, Any]:
+    """docker-compose.yml as compose sees it with ``env`` (default COMPOSE_ENV) as .env."""
+    return interpolated(compose(), COMPOSE_ENV if env is None else env)
 
 
 @functools.cache

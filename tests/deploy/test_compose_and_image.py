@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from tests.deploy.manifests import compose, seconds
+from tests.deploy.manifests import COMPOSE_ENV, compose, compose_with, seconds
 
 #: WeasyPrint's system libraries (README, scripts/setup.sh), all needed in the image.
 WEASYPRINT_PACKAGES = {"libpango-1.0-0", "libpangoft2-1.0-0", "libharfbuzz0b",
@@ -42,13 +42,15 @@ def test_compose_services() -> None:
     redis = services["redis"]
     command = redis["command"]
     assert command[command.index("--appendonly") + 1] == "yes"
-    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    assert redis["healthcheck"]["test"] == ["CMD-SHELL", "redis-cli ping | grep -qx PONG"]
     assert any(v.endswith(":/data") for v in redis["volumes"])
+    password = COMPOSE_ENV["REDIS_PASSWORD"]
     for name in PDFTASKS_SERVICES:
         service = services[name]
         assert service["image"] == "pdftasks:latest" and service["build"] == "."
         assert service["depends_on"]["redis"]["condition"] == "service_healthy"
-        assert service["environment"]["PDFTASKS_BROKER_URL"] == "redis://redis:6379/0"
+        assert compose_with()["services"][name]["environment"]["PDFTASKS_BROKER_URL"] == (
+            f"redis://:{password}@redis:6379/0")
         assert service["command"][0] == name
         assert "healthcheck" in service
     worker = services["worker"]

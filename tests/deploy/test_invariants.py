@@ -26,6 +26,7 @@ from tests.deploy.manifests import (
     mebibytes,
     rendered,
     seconds,
+    with_example_secret,
 )
 
 #: Headroom for a worker's main (consumer) process on top of its render processes, MiB.
@@ -109,7 +110,7 @@ def test_manifest_settings_are_valid_pdftasks_settings() -> None:
     known = {f"PDFTASKS_{name.upper()}" for name in Settings.model_fields}
     names: set[str] = set()
     for overlay in OVERLAYS:
-        for obj in rendered(overlay):
+        for obj in with_example_secret(overlay):
             if obj["kind"] == "ConfigMap":
                 names |= set(obj["data"])
             if obj["kind"] == "Secret":
@@ -174,7 +175,7 @@ def test_sqs_scaler_queues_are_kombus_names_for_the_queues() -> None:
 
 
 def test_scaler_reaches_the_redis_of_the_manifests() -> None:
-    objects = rendered("keda")
+    objects = with_example_secret("keda")
     service = find(objects, "Service", "pdftasks-redis")
     host = f"{service['metadata']['name']}.{service['metadata']['namespace']}.svc.cluster.local"
     port = service["spec"]["ports"][0]["port"]

@@ -15,9 +15,11 @@ from tests.deploy.manifests import (
     K8S,
     K8S_VERSIONS,
     OVERLAYS,
+    SECRET_EXAMPLES,
     find,
     load_documents,
     manifest_files,
+    render,
     rendered,
     validate_any,
     validate_keda,
@@ -45,9 +47,10 @@ def test_there_are_manifests_for_every_part() -> None:
     names = {p.relative_to(K8S).as_posix() for p in manifest_files()}
     assert {"base/api.yaml", "base/worker.yaml", "base/worker-pdb.yaml", "base/beat.yaml",
             "base/flower.yaml", "base/metrics.yaml", "base/configmap.yaml",
-            "base/secret.example.yaml", "base/redis.yaml", "keda-scaledobject.yaml",
-            "keda-triggerauthentication.yaml", "hpa/worker-hpa.yaml",
-            "sqs/keda-scaledobject.yaml"} <= names
+            "base/redis.yaml", "base/networkpolicy.yaml", "keda-scaledobject.yaml",
+            "keda-triggerauthentication.yaml", "keda-networkpolicy.yaml", "hpa/worker-hpa.yaml",
+            "sqs/keda-scaledobject.yaml", "overlays/example/secret.example.yaml",
+            "overlays/example-sqs/secret.example.yaml"} <= names
 
 
 @pytest.mark.parametrize("path", manifest_files(), ids=lambda p: p.relative_to(K8S).as_posix())
@@ -64,8 +67,10 @@ def test_each_manifest_file_validates_strictly(path: Path, version: str) -> None
 def test_each_kustomization_renders_objects_that_validate(overlay: str, version: str) -> None:
     objects = rendered(overlay)
     kinds = {o["kind"] for o in objects}
-    assert {"Namespace", "ConfigMap", "Secret", "Deployment", "Service", "StatefulSet",
-            "PodDisruptionBudget", "PersistentVolumeClaim"} <= kinds
+    assert {"Namespace", "ConfigMap", "Deployment", "Service", "StatefulSet",
+            "PodDisruptionBudget", "PersistentVolumeClaim", "NetworkPolicy"} <= kinds
+    # The reader creates the Secret (kubectl create secret); apply -k never overwrites it.
+    assert "Secret" not in kinds
     autoscalers = [o for o in objects if o["kind"] in ("ScaledObject",
                                                        "HorizontalPodAutoscaler")]
     # Exactly one autoscaler for the workers: two would fight over the replica count.
@@ -78,11 +83,22 @@ def test_each_kustomization_renders_objects_that_validate(overlay: str, version:
             assert obj["metadata"]["namespace"] == "pdftasks", obj["metadata"]["name"]
 
 
+@pytest.mark.parametrize("example", sorted(set(SECRET_EXAMPLES.values())),
+                         ids=lambda p: p.relative_to(K8S).as_posix())
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_each_secret_example_renders_one_secret_that_validates(example: Path,
+                                                               version: str) -> None:
+    [secret] = render(example)
+    assert secret["kind"] == "Secret" and secret["metadata"]["name"] == "pdftasks-secrets"
+    assert secret["metadata"]["namespace"] == "pdftasks"
+    validate_kubernetes(secret, version)
+
+
 def test_every_manifest_file_is_applied_by_some_kustomization() -> None:
     # A manifest no kustomization lists would never reach the cluster.
     applied = set()
-    for overlay in OVERLAYS:
-        applied |= {(o["kind"], o["metadata"]["name"]) for o in rendered(overlay)}
+    for directory in [*OVERLAYS.values(), *SECRET_EXAMPLES.values()]:
+        applied |= {(o["kind"], o["metadata"]["name"]) for o in render(directory)}
     for path in manifest_files():
         for doc in load_documents(path):
             assert (doc["kind"], doc["metadata"]["name"]) in applied, path

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pdftasks.render import PDFService, PDFServiceConfig, redact_paths
-from tests.integration.test_api import KEY_A, start_api, wait_for  # noqa: F401
+from tests.integration.test_api import KEY_A, wait_for
 
 
 def test_relative_links_in_a_pdf_name_no_server_path(tmp_path: Path) -> None:

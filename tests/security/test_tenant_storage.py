@@ -11,7 +11,7 @@ import pytest
 from pdftasks.errors import UnsafePathError
 from pdftasks.storage import LocalStorage, check_key, storage_key
 from tests.conftest import pdf_text
-from tests.integration.test_api import KEY_A, KEY_B, start_api, submit, wait_for  # noqa: F401
+from tests.integration.test_api import KEY_A, KEY_B, submit, wait_for
 
 
 @pytest.mark.integration

@@ -9,8 +9,12 @@ service needs on top:
   its tenant (``metadata["tenant"]``); another tenant's job is a 404 on every route.
 - **Validation**: pydantic models; every error is JSON ``{"error", "detail"}`` (plus
   ``field`` for a bad field). Request bodies above ``PDFTASKS_API_MAX_BODY_BYTES`` are a
-  413; the job data above ``PDFTASKS_MAX_DATA_BYTES``, an unknown template, an unsafe
-  path or callback URL are a 422 naming the field.
+  413; job data beyond its limits (``PDFTASKS_MAX_DATA_*``: bytes, depth, keys, items,
+  string length), an unknown template, an unsafe path or callback URL are a 422 naming the
+  field. A JSON body nested more than ``BODY_DEPTH_MARGIN`` levels deeper than job data
+  may be is a 422 before it is parsed. Templates are checked as files only: the API never
+  compiles one (that is unbounded work); a template that does not compile becomes a FAILED
+  job whose ``error`` says why. No response names a server path.
 - **Idempotency**: ``Idempotency-Key`` returns the same job for the same key, tenant and
   body within ``PDFTASKS_IDEMPOTENCY_TTL_S``; the same key with another body is a 409.
 - **Rate limiting** per API key: ``PDFTASKS_API_RATE_LIMIT_PER_MIN`` requests per clock
@@ -42,6 +46,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -57,7 +62,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pdftasks.enums import JobPriority, JobStatus
-from pdftasks.errors import BrokerUnavailableError, InvalidJobError, UnsafePathError
+from pdftasks.errors import (
+    BrokerUnavailableError,
+    InvalidJobError,
+    TemplateNotFoundError,
+    UnsafePathError,
+)
 from pdftasks.limits import DataLimits, check_data
 from pdftasks.render import resolve_inside
 from pdftasks.settings import Settings, get_settings
@@ -89,11 +99,15 @@ IDEMPOTENCY_CLAIM_S = 60
 INLINE_BYTES = 64 * 1024
 #: Timeout of the health check's broker ping, in seconds.
 HEALTH_TIMEOUT_S = 1.0
+#: JSON request bodies may nest this many levels deeper than job data may
+#: (``PDFTASKS_MAX_DATA_DEPTH``): a batch's data sits 3 levels down. Deeper bodies are refused
+#: before they are parsed, so no parser or serializer ever recurses deeply on client input.
+BODY_DEPTH_MARGIN = 8
 
 Priority = Literal["urgent", "high", "normal", "low"]
 StatusName = Literal["pending", "processing", "retrying", "completed", "failed", "cancelled"]
 
-_TENANT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -126,8 +140,8 @@ def parse_api_keys(spec: str) -> dict[str, str]:
         if not sep or not _TENANT.match(tenant) or not _SHA256_HEX.match(digest):
             raise ValueError(
                 f"PDFTASKS_API_KEYS entry {entry[:80]!r} is not tenant:<sha256 hex of the key> "
-                "(tenant: 1-64 letters, digits, '_', '.', '-'; make the hash with "
-                "`pdftasks api --hash-key KEY`)")
+                "(tenant: 1-64 letters, digits, '_', '.', '-', starting with a letter or "
+                "digit; make the hash with `pdftasks api --hash-key KEY`)")
         if digest in out:
             raise ValueError(f"PDFTASKS_API_KEYS lists the key hash {digest[:12]}… twice")
         out[digest] = tenant
@@ -174,6 +188,22 @@ def _error_body(error: str, detail: str, **extra: Any) -> dict[str, Any]:
     return {"error": error, "detail": detail, **extra}
 
 
+#: An absolute path of two or more components, not part of a URL (``file:///x/y`` stays).
+_ABS_PATH = re.compile(r"(?<![\w:/.~-])/(?:[^\s/'\"`()<>,;]+/)+([^\s/'\"`()<>,;]*)")
+
+
+def redact_paths(text: str, settings: Settings | None = None, *, any_path: bool = True) -> str:
+    """``text`` without absolute server paths, for what a client sees: the templates
+    directory's `` in <dir>`` is dropped, and (``any_path``) any other absolute path becomes
+    ``…/<its last component>`` (``/srv/app/templates/invoice.html`` → ``…/invoice.html``).
+
+    ``any_path=False`` for messages that quote the client's own input (a template name such
+    as ``/etc/passwd`` is shown as sent)."""
+    if settings is not None:
+        text = text.replace(f" in {settings.templates_dir}", "")
+    return _ABS_PATH.sub(lambda m: f"…/{m.group(1)}", text) if any_path else text
+
+
 def _loc(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc]
     if parts and parts[0] in ("body", "query", "path", "header"):
@@ -198,6 +228,24 @@ def _messages(errors: list[Any], prefix: str = "") -> tuple[str, str]:
 
 
 # Request and response models.
+
+#: "data" as check_data's messages name the checked value (not inside a quoted key).
+_DATA_WORD = re.compile(r"(?<![\w'\"])data(?![\w'\"])")
+
+
+def _text_error(value: Any, name: str) -> str | None:
+    """Why ``value`` (JSON within the data limits) is not valid Unicode, else None.
+
+    JSON can carry a lone surrogate (``"\\ud800"``), which is no text: it cannot be stored,
+    returned or rendered (UTF-8 has no encoding for it), so it is refused at the door."""
+    try:
+        json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    except UnicodeEncodeError as exc:
+        bad = exc.object[exc.start:exc.end]
+        return f"{name} contains {bad!r}, a lone surrogate: not valid Unicode text"
+    except (ValueError, TypeError, RecursionError) as exc:  # not after check_data
+        return f"{name} is not JSON-serializable: {type(exc).__name__}"
+    return None
 
 
 class PdfRequest(BaseModel):
@@ -239,9 +287,15 @@ class PdfRequest(BaseModel):
         for key in RESERVED_METADATA:
             if key in value:
                 raise ValueError(f"the key {key!r} is reserved for pdftasks")
-        size = len(json.dumps(value, separators=(",", ":")))
-        if size > MAX_METADATA_BYTES:
-            raise ValueError(f"metadata is {size} bytes, above {MAX_METADATA_BYTES}")
+        # The data limits (depth, no NaN or Infinity, ...) without recursion, then the size:
+        # metadata is stored and returned as JSON.
+        try:
+            check_data(value, DataLimits(max_bytes=MAX_METADATA_BYTES))
+        except InvalidJobError as exc:
+            raise ValueError(_DATA_WORD.sub("metadata", str(exc))) from exc
+        problem = _text_error(value, "metadata")
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
 
@@ -365,6 +419,47 @@ return n
 _COUNT_REQUEST_SHA = hashlib.sha1(_COUNT_REQUEST.encode()).hexdigest()
 
 
+class TemplateFiles:
+    """What the API checks of a job's template and stylesheet: a safe name inside the
+    templates directory, and a file that exists there (when the directory exists here).
+
+    Never more: compiling a template is unbounded work (Jinja folds constant expressions
+    such as ``{{ 'a' * 10**9 }}`` while compiling), so it is left to the workers and their
+    limits; a template that does not compile becomes a FAILED job saying why. This object
+    also stands in for the render service in the job manager's own submit checks
+    (``check_template``), so nothing in the API process ever compiles a template.
+    """
+
+    def __init__(self, templates_dir: Path) -> None:
+        self.templates_dir = templates_dir
+        self.local = templates_dir.is_dir()
+
+    def check(self, name: object, kind: str) -> None:
+        """Raise an ``InvalidJobError`` naming ``kind`` (never the server's paths)."""
+        try:
+            path = resolve_inside(self.templates_dir, name, kind)
+        except InvalidJobError as exc:
+            message = str(exc).replace(str(self.templates_dir), "the templates directory")
+            raise UnsafePathError(message) from exc
+        except (OSError, ValueError) as exc:  # e.g. a lone surrogate: no such file name
+            raise UnsafePathError(f"{kind} {name!r} is not a usable file name") from exc
+        if not self.local:
+            return
+        try:
+            found = path.is_file()
+        except (OSError, ValueError):  # e.g. a name too long for the file system
+            found = False
+        if not found:
+            what = "Template" if kind == "template" else "CSS file"
+            raise TemplateNotFoundError(f"{what} not found: {name!r}")
+
+    def check_template(self, template: object, css_file: object = None) -> None:
+        """The job manager's submit check: files only, no compiling."""
+        self.check(template, "template")
+        if css_file is not None:
+            self.check(css_file, "css_file")
+
+
 class ApiState:
     """What one API process keeps: settings, the job manager, Redis, keys, metrics."""
 
@@ -406,12 +501,11 @@ class ApiState:
         self.health_redis = redis.Redis.from_url(
             s.effective_broker_url, socket_timeout=HEALTH_TIMEOUT_S,
             socket_connect_timeout=HEALTH_TIMEOUT_S, retry=Retry(NoBackoff(), 0))
-        self.service = None
-        if self.settings.templates_dir.is_dir():
-            from pdftasks.tasks import render_service
-
-            self.service = render_service(self.manager.app)
-        else:
+        self.templates = TemplateFiles(self.settings.templates_dir)
+        # The manager's submit checks (run by submit_batch) use it instead of the render
+        # service: no template is compiled in this process.
+        self.manager.pdf_service = self.templates  # type: ignore[assignment]
+        if not self.templates.local:
             log.warning("templates directory %s does not exist here: unknown templates are "
                         "reported by the workers (job FAILED), not at submit time",
                         self.settings.templates_dir)
@@ -529,12 +623,20 @@ class ApiState:
 
     def check_request(self, req: PdfRequest, checked: set[tuple[str, str | None]] | None = None,
                       prefix: str = "") -> None:
-        """Raise a 422 ``ApiError`` naming the first field that cannot work."""
+        """Raise a 422 ``ApiError`` naming the first field that cannot work.
+
+        The data limits come first, before anything serializes or hashes the data. The
+        template and stylesheet are checked as files only (cheap: no compiling, see
+        :class:`TemplateFiles`); a template that does not compile fails in the worker.
+        """
         s = self.settings
         try:
             check_data(req.data, DataLimits.from_settings(s))
         except InvalidJobError as exc:
             raise _invalid(prefix + "data", str(exc)) from exc
+        problem = _text_error(req.data, "data")
+        if problem is not None:
+            raise _invalid(prefix + "data", problem)
         key = (req.template, req.css_file)
         if checked is None:  # single submits: a template that passed is trusted for 1 s
             checked = self._recently_checked
@@ -542,17 +644,14 @@ class ApiState:
                 checked.clear()
                 self._checked_at = time.monotonic()
         if key not in checked:
-            for field, css in (("template", None), ("css_file", req.css_file)):
-                if field == "css_file" and css is None:
+            for field, name in (("template", req.template), ("css_file", req.css_file)):
+                if name is None:
                     continue
                 try:
-                    if self.service is not None:
-                        self.service.check_template(req.template, css)
-                    else:
-                        resolve_inside(s.templates_dir, css or req.template, field)
+                    self.templates.check(name, field)
                 except InvalidJobError as exc:
-                    message = str(exc).replace(f" in {s.templates_dir}", "")
-                    raise _invalid(prefix + field, message) from exc
+                    raise _invalid(prefix + field, redact_paths(str(exc), s,
+                                                                any_path=False)) from exc
             checked.add(key)
         if req.callback_url is not None:
             if not s.webhook_secret:
@@ -585,8 +684,15 @@ class Idempotency:
                  body: BaseModel) -> None:
         self.state = state
         self.key = f"{state.ns}:idem:{caller.tenant}:{hashlib.sha256(key.encode()).hexdigest()}"
-        canonical = json.dumps([route, body.model_dump(mode="json")], sort_keys=True,
-                               separators=(",", ":"))
+        # Made after the data checks; the body's nesting is bounded before it is parsed
+        # (BodyLimitMiddleware), so this cannot recurse deeply. Should anything still be
+        # unserializable, it is the client's body: a 422, not a 500.
+        try:
+            canonical = json.dumps([route, body.model_dump(mode="json")], sort_keys=True,
+                                   separators=(",", ":"))
+        except (ValueError, TypeError, RecursionError) as exc:
+            raise ApiError(422, "invalid_request", "body: cannot be used with an "
+                           "Idempotency-Key: it cannot be serialized", field="body") from exc
         self.fingerprint = hashlib.sha256(canonical.encode()).hexdigest()
 
     def _claim(self) -> dict[str, Any]:
@@ -800,12 +906,46 @@ class ApiMetrics:
 # ASGI middleware: body limit and latency.
 
 
-class BodyLimitMiddleware:
-    """413 for bodies above ``max_bytes``: by Content-Length at once, else while reading."""
+#: A JSON string once its escapes are gone (see json_depth_above).
+_JSON_STRING = re.compile(rb'"[^"]*"')
+#: Brackets as +1 / -1 (signed bytes), everything else dropped.
+_BRACKET_STEPS = bytes.maketrans(b"[]{}", b"\x01\xff\x01\xff")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+
+def json_depth_above(body: bytes, limit: int) -> int:
+    """How deep the JSON text ``body`` nests arrays and objects if that is more than
+    ``limit``, else 0; without parsing it (no recursion, a few passes in C).
+
+    Strings are skipped (their escapes removed first, so each ends where JSON says).
+    Text that is not JSON is measured up to an unterminated string; its parse error comes
+    later, from the parser. About 0.4 s for 10 MB of nothing but brackets."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return 0
+    text = _JSON_STRING.sub(b"", body.replace(b"\\\\", b"").replace(b'\\"', b""))
+    quote = text.find(b'"')
+    if quote >= 0:
+        text = text[:quote]
+    steps = memoryview(text.translate(_BRACKET_STEPS, _NOT_BRACKETS)).cast("b")
+    level = deepest = 0
+    for start in range(0, len(steps), 1 << 16):  # chunks: other threads run in between
+        levels = list(accumulate(steps[start:start + (1 << 16)], initial=level))
+        deepest, level = max(deepest, max(levels)), levels[-1]
+    return deepest if deepest > limit else 0
+
+
+class BodyLimitMiddleware:
+    """413 for bodies above ``max_bytes``: by Content-Length at once, else while reading.
+
+    With ``max_depth``, a JSON body (or one without a Content-Type, which FastAPI parses as
+    JSON) nested deeper than that is a 422 before anything parses it: the JSON parser,
+    pydantic and every serializer after them recurse per level, and a 100,000-level body
+    must not reach them."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, max_depth: int | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_depth = max_depth
 
     async def _reject(self, send: Send, size: str) -> None:
         body = json.dumps(_error_body(
@@ -817,6 +957,25 @@ class BodyLimitMiddleware:
                                 (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
+
+    async def _too_deep(self, scope: Scope, body: bytes) -> bytes | None:
+        """The 422 body for a JSON body nested deeper than ``max_depth``, else None."""
+        if self.max_depth is None or not body:
+            return None
+        content_type = next((v for k, v in scope["headers"] if k == b"content-type"), None)
+        if content_type is not None and b"json" not in content_type.lower():
+            return None
+        if len(body) > INLINE_BYTES:
+            depth = await run_in_threadpool(json_depth_above, body, self.max_depth)
+        else:
+            depth = json_depth_above(body, self.max_depth)
+        if not depth:
+            return None
+        data_depth = self.max_depth - BODY_DEPTH_MARGIN
+        detail = (f"body: the JSON is nested {depth} levels deep, above the limit of "
+                  f"{self.max_depth} (job data may be nested at most {data_depth} levels: "
+                  "PDFTASKS_MAX_DATA_DEPTH)")
+        return json.dumps(_error_body("invalid_request", detail, field="body")).encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -847,6 +1006,13 @@ class BodyLimitMiddleware:
             chunks.append(chunk)
             more = message.get("more_body", False)
         body = b"".join(chunks)
+        refusal = await self._too_deep(scope, body)
+        if refusal is not None:
+            await send({"type": "http.response.start", "status": 422,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(refusal)).encode())]})
+            await send({"type": "http.response.body", "body": refusal})
+            return
         replayed = False
 
         async def replay() -> Message:
@@ -931,6 +1097,15 @@ IdempotencyKey = Annotated[str | None, Header(
     description="Same key and same body within 24 h: the same job, not a new one.")]
 
 
+def _document(state: ApiState, job: Any) -> dict[str, Any]:
+    """The job's status document as a client sees it: an ``error`` the worker recorded
+    says what went wrong without naming the server's paths."""
+    doc = job_document(job, BASE_PATH)
+    if doc.get("error"):
+        doc["error"] = redact_paths(str(doc["error"]), state.settings)
+    return doc
+
+
 def _accepted(job_id: str, status: str = "pending") -> dict[str, Any]:
     return {"job_id": job_id, "status": status, "check_url": f"{BASE_PATH}/{job_id}"}
 
@@ -958,7 +1133,8 @@ def build_api(settings: Settings | None = None) -> FastAPI:
                     "`{\"error\", \"detail\"}`.",
         lifespan=lifespan,
     )
-    api.add_middleware(BodyLimitMiddleware, max_bytes=s.api_max_body_bytes)
+    api.add_middleware(BodyLimitMiddleware, max_bytes=s.api_max_body_bytes,
+                       max_depth=s.max_data_depth + BODY_DEPTH_MARGIN)
     api.add_middleware(LatencyMiddleware)
     _add_error_handlers(api)
     _add_routes(api, s)
@@ -1002,15 +1178,15 @@ def _add_error_handlers(api: FastAPI) -> None:
     @api.exception_handler(InvalidJobError)
     async def _invalid_job(request: Request, exc: InvalidJobError) -> JSONResponse:
         state = getattr(request.app.state, "api", None)
-        detail = str(exc)
-        if state is not None:
-            detail = detail.replace(f" in {state.settings.templates_dir}", "")
+        detail = redact_paths(str(exc), state.settings if state is not None else None)
         return JSONResponse(_error_body("invalid_request", detail), status_code=422)
 
     async def _broker(request: Request, exc: Exception) -> JSONResponse:
+        # The exception's text names hosts, ports or socket paths: for the log only.
         log.warning("broker unavailable: %s", exc)
         return JSONResponse(_error_body("broker_unavailable",
-                                        f"the queue is unreachable, try again later: {exc}"),
+                                        "the queue is unreachable, try again later "
+                                        f"({type(exc).__name__})"),
                             status_code=503,
                             headers={"Retry-After": str(BROKER_RETRY_AFTER_S)})
 
@@ -1020,6 +1196,7 @@ def _add_error_handlers(api: FastAPI) -> None:
 
     @api.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Never the exception's text (paths, hosts, data): the log has it.
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return JSONResponse(_error_body("internal_error",
                                         "unexpected server error; see the server log"),
@@ -1041,7 +1218,8 @@ def _add_routes(api: FastAPI, s: Settings) -> None:  # noqa: C901 - the route ta
         # Resolving a callback host or encoding megabytes of data would stall the event
         # loop: those checks run in a thread. Small jobs are checked right here.
         size = request.headers.get("content-length", "")
-        if body.callback_url is not None or not size.isdigit() or int(size) > INLINE_BYTES:
+        if (body.callback_url is not None or not (size.isascii() and size.isdigit())
+                or int(size) > INLINE_BYTES):
             await run_in_threadpool(state.check_request, body)
         else:
             state.check_request(body)
@@ -1115,14 +1293,13 @@ def _add_routes(api: FastAPI, s: Settings) -> None:  # noqa: C901 - the route ta
                   limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = 50) -> Response:
         state = caller.state
         jobs = state.list_jobs(caller, JobStatus(status) if status else None, limit)
-        return JSONResponse({"jobs": [job_document(j, BASE_PATH) for j in jobs],
-                             "count": len(jobs)})
+        return JSONResponse({"jobs": [_document(state, j) for j in jobs], "count": len(jobs)})
 
     @api.get(f"{BASE_PATH}/{{job_id}}", response_model=JobDocument,
              responses=_responses(*_COMMON, 404), tags=["jobs"], summary="A job's status")
     def get_pdf(job_id: JobId, caller: CallerDep) -> Response:
         state = caller.state
-        return JSONResponse(job_document(state.own_job(caller, job_id), BASE_PATH))
+        return JSONResponse(_document(state, state.own_job(caller, job_id)))
 
     @api.get(f"{BASE_PATH}/{{job_id}}/download", response_class=FileResponse,
              responses={200: {"content": {"application/pdf": {}},
@@ -1195,7 +1372,8 @@ def _add_routes(api: FastAPI, s: Settings) -> None:  # noqa: C901 - the route ta
         try:
             state.health_redis.ping()
         except Exception as exc:
-            reason = f"broker unreachable: {type(exc).__name__}: {exc}"
+            log.warning("health: broker unreachable: %s", exc)
+            reason = f"broker unreachable: {type(exc).__name__}"
             return JSONResponse({"status": "unhealthy", "broker": "unreachable",
                                  "reason": reason, "error": "unhealthy", "detail": reason},
                                 status_code=503)

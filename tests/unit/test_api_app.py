@@ -153,3 +153,88 @@ def test_openapi_document_lists_every_route_with_json_errors() -> None:
     download = doc["paths"]["/api/pdf/{job_id}/download"]["get"]["responses"]
     assert "application/pdf" in download["200"]["content"] and "409" in download
     json.dumps(doc)  # serialisable as served
+
+
+@pytest.mark.parametrize("body,deepest", [
+    (b"", 0),
+    (b'{"a": [1, 2, {"b": []}]}', 0),
+    (b"[" * 41 + b"]" * 41, 41),
+    (b"[" * 100_000, 100_000),  # never closed: still measured
+    (b'{"a":' * 50 + b"1" + b"}" * 50, 50),
+    (b'["' + b"[" * 100 + b'"]', 0),  # brackets in a string
+    (b'["\\"' + b"[" * 100 + b'"]', 0),  # ... after an escaped quote
+    (b'["\\\\"' + b"," + b"[" * 50 + b"]" * 50 + b"]", 51),  # an escaped backslash ends it
+    (b'"unterminated ' + b"[" * 100, 0),
+    (b"[" * 30 + b"]" * 30 + b"," + b"[" * 30, 0),  # 30 at most at any point
+])
+def test_json_depth_is_measured_without_parsing(body, deepest) -> None:
+    assert api.json_depth_above(body, 40) == deepest
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_body_limit_refuses_deep_json_before_the_app_sees_it(anyio_backend) -> None:
+    app = BodyLimitMiddleware(_echo, max_bytes=10**6, max_depth=40)
+    transport = httpx.ASGITransport(app=app)
+    deep = b'{"data": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        for content_type in ("application/json", "application/merge-patch+json", None):
+            headers = {"Content-Type": content_type} if content_type else {}
+            refused = await client.post("/x", content=deep, headers=headers)
+            assert refused.status_code == 422
+            doc = refused.json()
+            assert (doc["error"], doc["field"]) == ("invalid_request", "body")
+            assert doc["detail"].startswith("body: the JSON is nested 5001 levels deep")
+            assert "at most 32 levels" in doc["detail"]
+        big = b"[" + b"[]," * 100_000 + deep + b"]"  # above INLINE_BYTES: in a thread
+        assert (await client.post("/x", content=big)).status_code == 422
+        shallow = b'{"data": ' + b"[" * 39 + b"]" * 39 + b"}"
+        ok = await client.post("/x", content=shallow, headers={"Content-Type": "application/json"})
+        assert ok.status_code == 200 and ok.content == shallow
+        text = await client.post("/x", content=deep, headers={"Content-Type": "text/plain"})
+        assert text.status_code == 200  # not JSON: FastAPI will not parse it
+
+
+def test_paths_are_redacted_from_what_clients_see(tmp_path) -> None:
+    settings = SimpleNamespace(templates_dir=tmp_path / "templates")
+    message = (f"Template not found: 'x.html' in {tmp_path / 'templates'}; cannot write "
+               f"{tmp_path}/out/a.pdf (see /usr/lib/python3/weasyprint/css.py)")
+    assert api.redact_paths(message, settings) == (  # type: ignore[arg-type]
+        "Template not found: 'x.html'; cannot write …/a.pdf (see …/css.py)")
+    kept = "refused to read file:///etc/passwd or https://host/a/b; a / b; /single"
+    assert api.redact_paths(kept) == kept
+
+
+def test_template_files_are_checked_as_files_and_never_compiled(tmp_path) -> None:
+    from pdftasks.errors import TemplateNotFoundError, UnsafePathError
+
+    (tmp_path / "broken.html").write_text("{% if %}{{ 'a' * 10**9 }}")
+    files = api.TemplateFiles(tmp_path)
+    files.check_template("broken.html")  # no compiling: the worker reports the error
+    for name, error in (("missing.html", TemplateNotFoundError), ("../x.html", UnsafePathError),
+                        ("/etc/passwd", UnsafePathError), ("a\x00", UnsafePathError),
+                        ("\ud800", UnsafePathError), ("é" * 255, TemplateNotFoundError),
+                        (".", TemplateNotFoundError)):
+        with pytest.raises(error) as info:
+            files.check(name, "template")
+        assert str(tmp_path) not in str(info.value) and "template" in str(info.value).lower()
+    with pytest.raises(TemplateNotFoundError, match="CSS file not found: 'x.css'"):
+        files.check_template("broken.html", "x.css")
+    elsewhere = api.TemplateFiles(tmp_path / "not-here")  # no templates on this machine
+    elsewhere.check_template("anything.html")
+    with pytest.raises(UnsafePathError):
+        elsewhere.check_template("../anything.html")
+
+
+@pytest.mark.parametrize("metadata,words", [
+    ({"n": float("nan")}, "metadata['n']"),
+    ({"n": float("inf")}, "metadata['n']"),
+    ({"data": "\ud800"}, "lone surrogate"),
+    ({"x": "y" * (64 * 1024)}, "above the limit of 65536 bytes"),
+    ({"deep": json.loads("[" * 40 + "]" * 40)}, "metadata is nested deeper than the limit"),
+])
+def test_metadata_is_held_to_the_data_limits(metadata, words) -> None:
+    with pytest.raises(ValidationError) as info:
+        _request(metadata=metadata)
+    field, detail = api._messages(list(info.value.errors()))
+    assert field == "metadata" and words in detail, detail

@@ -133,6 +133,9 @@ def configure(app: Celery, s: Settings) -> None:
         # Events from the moment a job is sent: Flower and monitors see every job.
         worker_send_task_events=True,
         task_send_sent_event=True,
+        # Bad messages (unknown task, undecodable, broken) are dead-lettered and
+        # acknowledged, never requeued for ever nor allowed to stop the worker.
+        worker_consumer="pdftasks.guard:GuardedConsumer",
         timezone=s.timezone,
         enable_utc=True,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -25,6 +26,12 @@ from pdftasks.errors import BrokerUnavailableError
 from pdftasks.settings import JOB_RETENTION_S, Settings
 
 _TIMES = ("created_at", "started_at", "completed_at")
+#: Most dead letters kept per namespace (oldest dropped first).
+MAX_DEAD_LETTERS = 10_000
+#: Longest text field of a dead letter, in characters (excerpts, never whole messages).
+DEAD_LETTER_EXCERPT = 2048
+
+log = logging.getLogger(__name__)
 
 
 def _ts(value: dt.datetime | None) -> float | None:
@@ -106,6 +113,26 @@ class Job:
         )
 
 
+def dead_letter_entry(reason: str, info: dict[str, Any]) -> dict[str, Any]:
+    """A bounded, JSON-safe dead letter: ``reason``, ``ts`` and ``info``'s fields, every text
+    cut to ``DEAD_LETTER_EXCERPT`` characters and anything but a scalar turned into text."""
+
+    def cut(value: Any) -> Any:
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        if not isinstance(value, str):
+            try:
+                value = repr(value)
+            except Exception:  # a hostile object: its type is all we keep
+                value = f"<{type(value).__name__}>"
+        return value if len(value) <= DEAD_LETTER_EXCERPT else \
+            value[:DEAD_LETTER_EXCERPT - 1] + "…"
+
+    entry = {str(k)[:64]: cut(v) for k, v in list(info.items())[:32]}
+    entry.update(reason=cut(reason), ts=time.time())
+    return entry
+
+
 def _encode(values: dict[str, Any]) -> dict[str, str]:
     out = {}
     for key, value in values.items():
@@ -180,6 +207,17 @@ class JobStore(ABC):
 
     def pending_count(self) -> int:
         return sum(self.counts()[JobStatus.PENDING].values())
+
+    def dead_letter(self, reason: str, info: dict[str, Any]) -> None:
+        """Keep a message no job record could take (``pdftasks.guard``): ``reason`` and
+        ``info`` (queue, task, message id, excerpts of body and headers), bounded by
+        ``dead_letter_entry``. This default only logs it; stores override it to keep it."""
+        log.error("dead letter (not kept by this job store): %s",
+                  json.dumps(dead_letter_entry(reason, info)))
+
+    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest dead letters first (at most ``limit``)."""
+        return []
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
@@ -320,6 +358,20 @@ class RedisJobStore(JobStore):
         with self._guard():
             self.client.publish(f"{self.namespace}:events", json.dumps(event))
 
+    def dead_letter(self, reason: str, info: dict[str, Any]) -> None:
+        """LPUSH onto ``{namespace}:dead``, trimmed to ``MAX_DEAD_LETTERS``."""
+        key = f"{self.namespace}:dead"
+        with self._guard():
+            pipe = self.client.pipeline(transaction=False)
+            pipe.lpush(key, json.dumps(dead_letter_entry(reason, info)))
+            pipe.ltrim(key, 0, MAX_DEAD_LETTERS - 1)
+            pipe.execute()
+
+    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        with self._guard():
+            return [json.loads(e) for e in
+                    self.client.lrange(f"{self.namespace}:dead", 0, max(limit, 1) - 1)]
+
     def events(self, stop: threading.Event) -> Iterator[dict[str, Any]]:
         pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         pubsub.subscribe(f"{self.namespace}:events")  # now, not at the first next()
@@ -369,6 +421,9 @@ CREATE TABLE IF NOT EXISTS claims (
 CREATE TABLE IF NOT EXISTS events (
   id INTEGER PRIMARY KEY AUTOINCREMENT, namespace TEXT NOT NULL, ts REAL NOT NULL,
   body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS dead_letters (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, namespace TEXT NOT NULL, ts REAL NOT NULL,
+  entry TEXT NOT NULL);
 """
 
 
@@ -481,6 +536,22 @@ class SqliteJobStore(JobStore):
         db.execute("INSERT INTO events (namespace, ts, body) VALUES (?, ?, ?)",
                    (self.namespace, time.time(), json.dumps(event)))
         db.execute("DELETE FROM events WHERE ts < ?", (time.time() - 3600,))
+
+    def dead_letter(self, reason: str, info: dict[str, Any]) -> None:
+        entry = dead_letter_entry(reason, info)
+        db = self._db()
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            cur = db.execute("INSERT INTO dead_letters (namespace, ts, entry) VALUES (?, ?, ?)",
+                             (self.namespace, entry["ts"], json.dumps(entry)))
+            db.execute("DELETE FROM dead_letters WHERE namespace=? AND id <= ?",
+                       (self.namespace, (cur.lastrowid or 0) - MAX_DEAD_LETTERS))
+
+    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self._db().execute(
+            "SELECT entry FROM dead_letters WHERE namespace=? ORDER BY id DESC LIMIT ?",
+            (self.namespace, max(limit, 1)))
+        return [json.loads(row[0]) for row in rows]
 
     def events(self, stop: threading.Event) -> Iterator[dict[str, Any]]:
         (last,) = self._db().execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()

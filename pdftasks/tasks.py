@@ -332,6 +332,18 @@ class PoisonJobError(PermanentError):
     """The job crashed its worker process too many times."""
 
 
+def adopt_job(app: Celery, job_id: str, bound: Mapping[str, Any]) -> bool:
+    """Record a job whose message came without a record (queued by a client that bypassed
+    pdftasks, e.g. ``send_task``; its arguments were checked by ``pdftasks.guard``): a
+    PENDING record from its arguments, made once. True if it was made here."""
+    store = job_store(app)
+    if not patiently(store.claim, f"adopt:{job_id}", app_settings(app).job_retention_s):
+        return False
+    patiently(store.create, make_job(app, job_id, bound))
+    log.warning("job %s came without a record (queued around pdftasks): recorded it", job_id)
+    return True
+
+
 def _generate_pdf(self: Task, template: str, data: Mapping[str, Any], output_filename: str,
                   priority: str = "normal", css_file: str | None = None,
                   max_retries: int | None = None, metadata: Mapping[str, Any] | None = None
@@ -350,7 +362,13 @@ def _generate_pdf(self: Task, template: str, data: Mapping[str, Any], output_fil
     store = job_store(app)
     if max_retries is not None:
         self.override_max_retries = max_retries
-    crashes = patiently(store.add_attempt, job_id) - self.request.retries - 1
+    attempts = patiently(store.add_attempt, job_id)
+    if attempts == 0 and adopt_job(app, job_id, {
+            "template": template, "data": data, "output_filename": output_filename,
+            "priority": priority, "css_file": css_file, "max_retries": max_retries,
+            "metadata": metadata}):
+        attempts = patiently(store.add_attempt, job_id)
+    crashes = attempts - self.request.retries - 1
     if crashes > s.max_redeliveries:
         raise PoisonJobError(f"the worker process died {crashes} times while rendering this "
                              "job (out of memory or a crash in a native library); not retried")
@@ -402,6 +420,9 @@ def register(app: Celery) -> Task:
         retry_backoff_max=s.retry_backoff_max_s,
         retry_jitter=s.retry_jitter,
         max_retries=s.default_max_retries,
+        # The worker's main process checks each message (size, shape, data limits) before
+        # Celery builds its request; a bad one fails its job instead of stopping the worker.
+        Strategy="pdftasks.guard:job_strategy",
     )
 
 

@@ -157,7 +157,7 @@ def test_cancelled_pending_job_never_produces_a_file(make_manager, tmp_path) -> 
     with pytest.raises(RuntimeError, match="cancelled"):
         manager.wait_for_job(drop, timeout=10)
     assert manager.get_job_status(drop) is JobStatus.CANCELLED
-    assert sorted(p.name for p in manager.pdf_service.output_dir.iterdir()) == [
+    assert sorted(p.name for p in manager.pdf_service.output_dir.rglob("*.pdf")) == [
         "after.pdf", "keep.pdf"]
 
 
@@ -214,7 +214,8 @@ def test_transient_failure_is_retried_with_growing_backoff(make_manager, tmp_pat
     assert job.status is JobStatus.COMPLETED and job.retry_count == 3
     # A retry stays in its priority queue
     assert AsyncResult(job_id, app=manager.app).result["queue"] == "pdf.high"
-    assert "INV-2026-0004" in pdf_text(out / "retried.pdf")[0]
+    [retried] = out.rglob("retried.pdf")
+    assert "INV-2026-0004" in pdf_text(retried)[0]
 
 
 def test_permanent_failures_are_not_retried(make_manager, tmp_path) -> None:
@@ -325,7 +326,7 @@ def test_counts_stay_right_with_500_concurrent_jobs(make_manager) -> None:
     assert len(manager.backend.get_all_jobs(status=JobStatus.FAILED)) == 52
     assert {j.job_id for j in manager.backend.get_all_jobs(status=JobStatus.COMPLETED)} == set(
         ids["good"])
-    assert len(list(manager.pdf_service.output_dir.iterdir())) == 396
+    assert len([p for p in manager.pdf_service.output_dir.rglob("*") if p.is_file()]) == 396
     # The guide's troubleshooting views
     error_summary = Counter(j.error.split(':')[0] for j in
                             manager.backend.get_all_jobs(status=JobStatus.FAILED))

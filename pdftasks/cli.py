@@ -169,6 +169,24 @@ def jobs(status_: str | None, limit: int, as_json: bool) -> None:
     click.echo(f"{len(found)} job(s)")
 
 
+@main.command("dead-letters")
+@click.option("-n", "--limit", type=int, default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document per message.")
+def dead_letters(limit: int, as_json: bool) -> None:
+    """List messages the workers refused without a job to fail (newest first): unknown
+    tasks, broken or undecodable messages, with the reason and excerpts."""
+    found = _manager().store.dead_letters(limit)
+    for entry in found:
+        if as_json:
+            click.echo(json.dumps(entry, default=str))
+            continue
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(entry.get("ts") or 0))
+        click.echo(f"{when}  {entry.get('queue') or '?'}  {entry.get('task') or '-'}  "
+                   f"{entry.get('message_id') or '-'}\n    reason: {entry.get('reason')}")
+    if not as_json:
+        click.echo(f"{len(found)} dead letter(s)")
+
+
 def _stats_line(stats: dict[str, Any]) -> str:
     prio = " ".join(f"{k}={v}" for k, v in stats["pending_by_priority"].items())
     return (f"[{time.strftime('%H:%M:%S')}] pending {stats['pending']:4d} ({prio}) | "
@@ -336,7 +354,8 @@ def demo(invoices: int, concurrency: int, timeout: float) -> None:
             else:
                 failures += 1
                 click.secho(f"  {prio:<6} {label:<20} FAILED: {res.result}", fg="red")
-        click.echo(f"PDFs are in {s.output_dir}")
+        where = f"{s.storage}/" if s.storage else f"{s.output_dir}{os.sep}"
+        click.echo(f"PDFs are in {where}{s.queue_namespace}/_/<job id>/")
         if failures:
             raise click.ClickException(f"{failures} job(s) did not complete")
     finally:

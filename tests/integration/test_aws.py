@@ -344,7 +344,8 @@ def test_generate_pdf_delay_cli_and_demo_configured_only_by_settings(
                               capture_output=True, text=True, timeout=90)
         assert done.returncode == 0, done.stderr
         result = json.loads(done.stdout.strip().splitlines()[-1])
-        assert result["path"] == f"s3://{BUCKET}/{namespace}/delay.pdf"
+        assert result["path"].startswith(f"s3://{BUCKET}/{namespace}/{namespace}/_/")
+        assert result["path"].endswith("/delay.pdf")
         assert result["queue"] == f"{namespace}.urgent" and result["pages"] == 1
         # The command line on the same settings: submit --wait, status, jobs, stats
         sub = cli("submit", "invoice.html", "-o", "cli.pdf", "-p", "high", "--wait",
@@ -362,7 +363,8 @@ def test_generate_pdf_delay_cli_and_demo_configured_only_by_settings(
         # The demo, unchanged (it starts its own worker next to ours)
         demo = cli("demo", "-n", "4", "-c", "1", timeout=180)
         assert demo.returncode == 0, demo.stdout + demo.stderr
-        assert demo.stdout.count(f"s3://{BUCKET}/{namespace}/demo_") == 7, demo.stdout
+        assert demo.stdout.count(f"s3://{BUCKET}/{namespace}/{namespace}/_/") == 7, demo.stdout
+        assert f"PDFs are in s3://{BUCKET}/{namespace}/{namespace}/_/" in demo.stdout
     finally:
         worker.stop()
 
@@ -486,13 +488,15 @@ def test_s3_cleanup_by_age(aws_resources, namespace, tmp_path) -> None:
         assert storage.write(name, b"%PDF-1.4 test") == f"s3://{BUCKET}/{namespace}/{name}"
     s3 = aws_client("s3", aws_resources)
     s3.put_object(Bucket=BUCKET, Key=f"{namespace}/notes.txt", Body=b"x")
-    s3.put_object(Bucket=BUCKET, Key=f"{namespace}/deeper/c.pdf", Body=b"x")
+    # A job's PDF is deeper, under its server-chosen key; outside the prefix is never touched
+    job_key = storage.write("pdf/acme/job-1/c.pdf", b"%PDF-1.4 test")
+    s3.put_object(Bucket=BUCKET, Key=f"{namespace}x/other.pdf", Body=b"x")
     assert storage.delete_older_than(time.time() - 3600) == []
     future = time.time() + 60
     found = storage.delete_older_than(future, dry_run=True)
     assert sorted(found) == [f"s3://{BUCKET}/{namespace}/a.pdf",
-                             f"s3://{BUCKET}/{namespace}/b.pdf"]
+                             f"s3://{BUCKET}/{namespace}/b.pdf", job_key]
     assert sorted(storage.delete_older_than(future)) == sorted(found)
-    left = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"{namespace}/")["Contents"]
-    assert sorted(o["Key"] for o in left) == [f"{namespace}/deeper/c.pdf",
-                                              f"{namespace}/notes.txt"]
+    left = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"{namespace}")["Contents"]
+    assert sorted(o["Key"] for o in left) == [f"{namespace}/notes.txt",
+                                              f"{namespace}x/other.pdf"]

@@ -15,6 +15,8 @@ from __future__ import annotations
 import base64
 import json
 import pickle
+import subprocess
+import sys
 import uuid
 from typing import Any
 
@@ -27,7 +29,7 @@ from pdftasks.celery_app import GENERATE_PDF
 from pdftasks.jobstore import DEAD_LETTER_EXCERPT
 from pdftasks.samples import sample_invoice
 from pdftasks.tasks import job_store, make_job
-from tests.conftest import wait_for
+from tests.conftest import ROOT, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -252,6 +254,12 @@ def test_poison_messages_fail_their_jobs_and_the_worker_survives(start_worker,
     nested = next(e for e in letters if e.get("message_id") == r["nested480"])
     assert nested["queue"] == QUEUE and nested["task"] == GENERATE_PDF
     assert nested["body"].startswith('[[], {"template": "invoice.html"')
+    # The operator sees them with `pdftasks dead-letters`.
+    cli = subprocess.run([sys.executable, "-m", "pdftasks", "dead-letters", "--json", "-n",
+                          "1000"], capture_output=True, text=True, timeout=60, cwd=str(ROOT))
+    assert cli.returncode == 0, cli.stderr
+    listed = [json.loads(line) for line in cli.stdout.splitlines()]
+    assert {e["ts"] for e in listed} == {e["ts"] for e in letters}
 
     # Nothing went back to the queue to come round again, and the worker is the same one.
     wait_for(lambda: drained(redis_client), 30, "the queue to drain")

@@ -363,7 +363,8 @@ def test_generate_pdf_delay_cli_and_demo_configured_only_by_settings(
         # The demo, unchanged (it starts its own worker next to ours)
         demo = cli("demo", "-n", "4", "-c", "1", timeout=180)
         assert demo.returncode == 0, demo.stdout + demo.stderr
-        assert demo.stdout.count(f"s3://{BUCKET}/{namespace}/{namespace}/_/") == 7, demo.stdout
+        assert demo.stdout.count(f"page(s)  s3://{BUCKET}/{namespace}/{namespace}/_/") == 7, \
+            demo.stdout
         assert f"PDFs are in s3://{BUCKET}/{namespace}/{namespace}/_/" in demo.stdout
     finally:
         worker.stop()

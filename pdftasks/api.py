@@ -478,7 +478,7 @@ class ApiState:
             raise RuntimeError(
                 "the HTTP API needs Redis: set PDFTASKS_BROKER_URL=redis://host:6379/0 "
                 "(rate limits, idempotency keys and the tenant index live there)")
-        self.keys = parse_api_keys(s.api_keys)
+        self.keys = parse_api_keys(s.api_keys.get_secret_value())
         if not self.keys:
             log.warning("PDFTASKS_API_KEYS is empty: every job route answers 401. "
                         "Create a key with `pdftasks api --new-key TENANT`.")
@@ -658,7 +658,7 @@ class ApiState:
                 raise _invalid(prefix + "callback_url",
                                "webhooks are off on this server (no PDFTASKS_WEBHOOK_SECRET)")
             try:
-                check_callback_url(req.callback_url, s.webhook_allowed_hosts)
+                check_callback_url(req.callback_url, ",".join(s.webhook_allowed_hosts))
             except UnsafeCallbackError as exc:
                 raise _invalid(prefix + "callback_url", str(exc)) from exc
 

@@ -65,10 +65,10 @@ def api(host: str, port: int, workers: int, log_level: str, access_log: bool,
 
         if not s.webhook_secret:
             raise click.UsageError("PDFTASKS_WEBHOOK_SECRET is not set")
-        click.echo(tenant_secret(s.webhook_secret, webhook_secret_for))
+        click.echo(tenant_secret(s.webhook_secret.get_secret_value(), webhook_secret_for))
         return
     try:
-        parse_api_keys(s.api_keys)
+        parse_api_keys(s.api_keys.get_secret_value())
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     if s.is_local or not s.effective_broker_url.startswith(("redis://", "rediss://")):

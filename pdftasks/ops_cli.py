@@ -55,9 +55,9 @@ def flower(port: int, address: str, insecure_no_auth: bool,
     for name in ("FLOWER_BASIC_AUTH", "FLOWER_AUTH", "FLOWER_UNAUTHENTICATED_API"):
         os.environ.pop(name, None)
     if s.flower_basic_auth:
-        _check_basic_auth(s.flower_basic_auth)
+        _check_basic_auth(s.flower_basic_auth.get_secret_value())
         # In the environment rather than on the command line, where `ps` would show it.
-        os.environ["FLOWER_BASIC_AUTH"] = s.flower_basic_auth
+        os.environ["FLOWER_BASIC_AUTH"] = s.flower_basic_auth.get_secret_value()
     elif insecure_no_auth:
         click.secho("warning: Flower runs WITHOUT authentication: anyone who reaches port "
                     f"{port} can see jobs and control workers", fg="yellow", err=True)

@@ -1,0 +1,169 @@
+"""The settings model: documented fields, the generated README table, strict construction,
+secrets, list settings, and validators that refuse instead of silently changing values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr, ValidationError
+
+from pdftasks.settings import (
+    GROUPS,
+    OTHER_VARIABLES,
+    TABLE_END,
+    TABLE_START,
+    Settings,
+    readme_with_table,
+    redact_url,
+    settings_table,
+)
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_every_field_has_a_description() -> None:
+    missing = [name for name, field in Settings.model_fields.items()
+               if not (field.description or "").strip()]
+    assert not missing, f"settings without a description: {missing}"
+
+
+def test_every_field_is_in_exactly_one_group_of_the_table() -> None:
+    listed = [name for _, names in GROUPS for name in names if name not in OTHER_VARIABLES]
+    assert sorted(listed) == sorted(Settings.model_fields)
+
+
+def test_readme_settings_table_is_generated_from_the_model() -> None:
+    readme = README.read_text(encoding="utf-8")
+    assert readme.count(TABLE_START) == 1 and readme.count(TABLE_END) == 1
+    assert readme_with_table(readme) == readme, (
+        "README.md's settings table differs from pdftasks.settings.Settings: "
+        "run `python -m pdftasks.settings --write README.md`")
+
+
+def test_table_has_one_row_per_variable() -> None:
+    table = settings_table()
+    for name in Settings.model_fields:
+        assert table.count(f"| `PDFTASKS_{name.upper()}` |") == 1, name
+    assert "| `PDFTASKS_SCHEDULE_<NAME>` |" in table
+
+
+def test_unknown_keys_are_refused_by_name() -> None:
+    with pytest.raises(ValidationError, match="unknown setting 'typo_field'"):
+        Settings(typo_field=1)
+    with pytest.raises(ValidationError, match="did you mean 'broker_url'"):
+        Settings(broker="redis://h")
+
+
+def test_queue_manager_refuses_unknown_settings(tmp_path: Path) -> None:
+    from pdftasks.jobs import LocalBackend, PDFQueueManager
+
+    with pytest.raises(ValidationError, match="unknown setting 'typo'"):
+        PDFQueueManager(backend=LocalBackend(tmp_path), settings={"typo": 1})
+
+
+def test_unknown_environment_variables_are_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PDFTASKS_SCHEDULE_DAILY_REPORT", "08:30")
+    monkeypatch.setenv("PDFTASKS_NOT_A_SETTING", "1")
+    monkeypatch.setenv("PDFTASKS_WARMUP", "false")
+    assert Settings().warmup is False
+
+
+def test_secrets_are_hidden_but_reach_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PDFTASKS_FLOWER_BASIC_AUTH", "admin:flower-pw")
+    s = Settings(webhook_secret="hook-secret", api_keys="acme:" + "a" * 64,
+                 broker_url="redis://:redis-pw@h:6379/0",
+                 job_store_url="redis://user:store-pw@h:6379/1")
+    assert isinstance(s.webhook_secret, SecretStr)
+    assert s.webhook_secret.get_secret_value() == "hook-secret"
+    assert s.flower_basic_auth is not None
+    assert s.flower_basic_auth.get_secret_value() == "admin:flower-pw"
+    for text in (repr(s), str(s)):
+        for secret in ("hook-secret", "flower-pw", "a" * 64, "redis-pw", "store-pw"):
+            assert secret not in text
+    assert "redis://:***@h:6379/0" in repr(s)
+    env = s.to_env()
+    assert env["PDFTASKS_WEBHOOK_SECRET"] == "hook-secret"
+    assert env["PDFTASKS_FLOWER_BASIC_AUTH"] == "admin:flower-pw"
+    assert env["PDFTASKS_API_KEYS"] == "acme:" + "a" * 64
+    assert env["PDFTASKS_BROKER_URL"] == "redis://:redis-pw@h:6379/0"
+    assert s.effective_broker_url == "redis://:redis-pw@h:6379/0"
+    monkeypatch.delenv("PDFTASKS_FLOWER_BASIC_AUTH")
+    # Workers get the same settings back from that environment.
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    again = Settings()
+    assert again.to_env() == env and again.webhook_secret == s.webhook_secret
+
+
+def test_validation_errors_do_not_echo_secrets() -> None:
+    with pytest.raises(ValidationError) as info:
+        Settings(webhook_secret="hook-secret", broker_url="redis://:redis-pw@h/0",
+                 soft_time_limit_s=100, hard_time_limit_s=50)
+    assert "hook-secret" not in str(info.value) and "redis-pw" not in str(info.value)
+
+
+def test_redact_url() -> None:
+    assert redact_url("sqs://KEY:SECRET@") == "sqs://KEY:***@"
+    assert redact_url("redis://h:6379/0") == "redis://h:6379/0"
+    assert redact_url("rediss://u:p%40ss@h:6380/0") == "rediss://u:***@h:6380/0"
+
+
+def test_placeholder_secrets_are_refused() -> None:
+    for field in ("webhook_secret", "flower_basic_auth", "api_keys"):
+        with pytest.raises(ValidationError, match="CHANGE-ME"):
+            Settings(**{field: "user:change-me"})
+    with pytest.raises(ValidationError, match="CHANGE-ME"):
+        Settings(webhook_allowed_hosts="ok.example,CHANGE-ME.example")
+
+
+def test_list_settings_take_the_comma_separated_form(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PDFTASKS_ALLOWED_URL_PREFIXES", " https://a.example/, ,https://b/ ")
+    monkeypatch.setenv("PDFTASKS_WEBHOOK_ALLOWED_HOSTS", "hooks.internal,10.1.0.0/16")
+    s = Settings()
+    assert s.allowed_url_prefixes == ["https://a.example/", "https://b/"]
+    assert s.url_prefixes == ("https://a.example/", "https://b/")
+    assert s.webhook_allowed_hosts == ["hooks.internal", "10.1.0.0/16"]
+    assert s.to_env()["PDFTASKS_WEBHOOK_ALLOWED_HOSTS"] == "hooks.internal,10.1.0.0/16"
+    assert Settings(allowed_url_prefixes="https://x/").url_prefixes == ("https://x/",)
+    assert Settings(allowed_url_prefixes=["https://x/"]).url_prefixes == ("https://x/",)
+    monkeypatch.setenv("PDFTASKS_ALLOWED_URL_PREFIXES", "")
+    assert Settings().url_prefixes == ()
+
+
+def test_sqs_visibility_timeout_is_derived_or_refused() -> None:
+    derived = Settings(broker_url="sqs://")
+    assert derived.visibility_timeout_s == 600 + 90 + 60
+    assert "visibility_timeout_s" not in derived.model_fields_set
+    assert Settings(broker_url="sqs://", retry_backoff_max_s=1000).visibility_timeout_s == 1150
+    with pytest.raises(ValidationError, match="at least 750 s"):
+        Settings(broker_url="sqs://", visibility_timeout_s=600)
+    assert Settings(broker_url="sqs://", visibility_timeout_s=750).visibility_timeout_s == 750
+    with pytest.raises(ValidationError, match="43200"):
+        Settings(broker_url="sqs://", retry_backoff_max_s=43200)
+
+
+def test_derived_visibility_timeout_follows_a_broker_override() -> None:
+    # PDFQueueManager builds Settings(**{**get_settings().model_dump(), **overrides}).
+    redis = Settings(broker_url="redis://h:6379/0")
+    assert redis.visibility_timeout_s == 600
+    sqs = Settings(**{**redis.model_dump(), "broker_url": "sqs://"})
+    assert sqs.visibility_timeout_s == 750
+    back = Settings(**{**sqs.model_dump(), "broker_url": "redis://h:6379/0"})
+    assert back.visibility_timeout_s == 600
+    explicit = Settings(broker_url="redis://h:6379/0", visibility_timeout_s=900)
+    assert Settings(**{**explicit.model_dump(), "broker_url": "sqs://"}) \
+        .visibility_timeout_s == 900
+    assert Settings(broker_url="sqs://").to_env()["PDFTASKS_VISIBILITY_TIMEOUT_S"] == "750"
+
+
+def test_visibility_timeout_must_outlast_the_hard_limit() -> None:
+    with pytest.raises(ValidationError, match="its default is 600 s"):
+        Settings(soft_time_limit_s=600, hard_time_limit_s=700)
+    with pytest.raises(ValidationError, match="HARD_TIME_LIMIT_S"):
+        Settings(hard_time_limit_s=700, soft_time_limit_s=600, visibility_timeout_s=650)
+
+
+def test_documented_normalisations() -> None:
+    assert Settings(storage="s3://bucket-a/pdfs/").storage == "s3://bucket-a/pdfs"
+    assert Settings(output_dir="out").output_dir == Path("out").resolve()

@@ -28,11 +28,13 @@ WORKDIR /app
 # The package with the extras every process needs; add sqs for Amazon SQS:
 #   docker build --build-arg EXTRAS=redis,sqs,api,ops .
 ARG EXTRAS=redis,api,ops
-COPY pyproject.toml README.md /tmp/src/
+COPY pyproject.toml README.md constraints.txt /tmp/src/
 COPY pdftasks /tmp/src/pdftasks
-# Versions come from pyproject.toml's ranges.
+# The sample templates are packaged too (pdftasks.sample_templates, for `pdftasks demo`).
+COPY templates /tmp/src/templates
+# Versions come from the lock file (constraints.txt), the versions the tests ran with.
 # hadolint ignore=DL3013
-RUN pip install "/tmp/src[${EXTRAS}]" && rm -rf /tmp/src
+RUN pip install -c /tmp/src/constraints.txt "/tmp/src[${EXTRAS}]" && rm -rf /tmp/src
 
 COPY templates ./templates
 COPY beat_schedule.py ./

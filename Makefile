@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test test-unit bench lint clean
+.PHONY: setup demo test test-unit bench lint clean lock test-matrix
 
 setup:
 	bash scripts/setup.sh
@@ -10,8 +10,11 @@ setup:
 demo: setup
 	$(VENV)/bin/pdftasks demo
 
+# Lint, types and import layers first (seconds), then every test.
 test:
 	bash scripts/setup.sh --test
+	$(VENV)/bin/ruff check pdftasks tests benchmarks
+	$(VENV)/bin/mypy pdftasks
 	$(PY) -m pytest
 
 test-unit: setup
@@ -25,3 +28,19 @@ lint: setup
 
 clean:
 	rm -rf .pdftasks output .pytest_cache
+
+# constraints.txt, the lock file setup.sh and CI install with: every package of .venv.
+lock:
+	{ sed -n '/^#/p' constraints.txt; $(PY) -m pip freeze --exclude-editable \
+	  | grep -viE '^pdftasks( |==|@)'; } > constraints.txt.new && mv constraints.txt.new constraints.txt
+
+# The integration subset against the lowest and newest celery/kombu/weasyprint allowed by
+# pyproject.toml, in venvs under .matrix/ (downloads packages; not part of `make test`).
+test-matrix: setup
+	bash scripts/test_matrix.sh
+
+# Build the wheel, install it into a fresh venv and run it from an empty directory.
+.PHONY: test-wheel
+test-wheel:
+	bash scripts/setup.sh --test
+	$(PY) -m pytest tests/integration/test_wheel.py

@@ -61,10 +61,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 from celery import signals
 from celery.backends.base import KeyValueStoreBackend
 from kombu.transport.SQS import CHARS_REPLACE_TABLE
-from kombu.transport.SQS import Channel as _SQSChannel
 from kombu.transport.SQS import Transport as _SQSTransport
 from vine import promise
 
+from pdftasks.compat import kombu as compat_kombu
 from pdftasks.enums import JobPriority, JobStatus
 from pdftasks.errors import BrokerUnavailableError, InvalidDataError, StorageError
 from pdftasks.jobstore import Job, JobStore, _encode
@@ -178,7 +178,7 @@ def transport_options(settings: Settings) -> dict[str, Any]:
 # The broker: kombu's SQS transport with priority polling.
 
 
-class Channel(_SQSChannel):
+class Channel(compat_kombu.SQSChannel):
     """kombu's SQS channel, polling the most urgent queue first.
 
     kombu runs one polling loop per queue: when a worker process becomes free, whichever
@@ -195,7 +195,9 @@ class Channel(_SQSChannel):
       arrives when no process is free (two long polls answering at once) is made visible
       again at once instead of waiting in this worker.
 
-    With ``priority_polling`` off (transport option), kombu's own loop runs unchanged.
+    With ``priority_polling`` off (transport option), kombu's own loop runs unchanged; also,
+    with a warning, on a kombu outside the versions this was written for (it uses kombu's
+    internals through ``pdftasks.compat.kombu.SQSChannel``: ``SQS_PRIORITY_POLLING``).
     """
 
     #: Seconds between checks for a free process while all are busy (no SQS request).
@@ -224,11 +226,12 @@ class Channel(_SQSChannel):
 
     @property
     def priority_polling(self) -> bool:
-        return bool(self.transport_options.get("priority_polling", True))
+        return bool(self.transport_options.get("priority_polling", True)) and \
+            compat_kombu.supported(compat_kombu.SQS_PRIORITY_POLLING)
 
-    def _schedule_queue(self, queue: str) -> None:
+    def poll_queue(self, queue: str) -> None:
         if not self.priority_polling:
-            super()._schedule_queue(queue)
+            super().poll_queue(queue)
             return
         self._kick()
 
@@ -267,7 +270,7 @@ class Channel(_SQSChannel):
         self.hub.call_soon(self._sweep, 0)
 
     def _ordered_queues(self) -> list[str]:
-        active = list(self._active_queues)
+        active = list(self.consumed_queues)
         return sorted(active, key=lambda q: (_RANK.get(q.rsplit(".", 1)[-1], 9),
                                              active.index(q)))
 
@@ -309,7 +312,7 @@ class Channel(_SQSChannel):
         def done(delivered: int) -> None:
             self._long_polls.discard(queue)
             self._progress = time.monotonic()
-            if queue not in self._active_queues or self.closed:
+            if queue not in self.consumed_queues or self.closed:
                 return
             if self._is_top(queue):
                 self._long_poll(queue)
@@ -327,27 +330,27 @@ class Channel(_SQSChannel):
         return bool(queues) and queues[0] == queue
 
     def _receive(self, queue: str, wait: int, done: Callable[[int], None]) -> None:
-        q_url = self._new_queue(queue)
+        q_url = self.queue_url(queue)
         qname = self.canonical_queue_name(queue)
 
         def on_response(response: Any) -> None:
             done(self._deliver_received(queue, q_url, response, busy_ok=self._is_top(queue)))
 
         self.asynsqs(queue=qname).receive_message(
-            qname, q_url, number_messages=self._get_message_estimate(),
+            qname, q_url, number_messages=self.receive_estimate(),
             wait_time_seconds=wait, callback=promise(on_response))
 
     def _deliver_received(self, queue: str, q_url: str, response: Any,
                           busy_ok: bool = False) -> int:
         messages = (response or {}).get("Messages") or [] if isinstance(response, dict) \
             else []
-        callback = self.connection._callbacks.get(queue)
+        callback = self.consumer_callback(queue)
         delivered = 0
         for i, message in enumerate(messages):
             if callback is None or self.closed or not (busy_ok or self.qos.can_consume()):
-                self._release_messages(q_url, queue, messages[i:])
+                self.release_received(q_url, queue, messages[i:])
                 break
-            callback(self._message_to_python(message, queue, q_url))
+            callback(self.received_to_message(message, queue, q_url))
             delivered += 1
         return delivered
 
@@ -1165,10 +1168,11 @@ _reaper_stop = threading.Event()
 @signals.worker_ready.connect
 def _start_reaper(sender: Any = None, **_: Any) -> None:
     """On SQS, a worker's main process reaps dead letters every minute (daemon thread)."""
+    from pdftasks.celery_app import is_pdftasks_app
     from pdftasks.tasks import app_settings
 
     app = getattr(sender, "app", None)
-    if app is None or not app_settings(app).is_sqs:
+    if not is_pdftasks_app(app) or not app_settings(app).is_sqs:
         return
 
     def loop() -> None:

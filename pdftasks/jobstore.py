@@ -8,6 +8,7 @@ Both are safe to use from many processes at once: no read-modify-write in Python
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import json
 import logging
@@ -182,11 +183,11 @@ class JobStore(ABC):
         """Forget jobs (cleanup)."""
 
     @abstractmethod
-    def list(self, status: JobStatus | None = None, limit: int | None = 100) -> list[Job]:
+    def list(self, status: JobStatus | None = None, limit: int | None = 100) -> builtins.list[Job]:
         """Jobs newest first, optionally of one status."""
 
     @abstractmethod
-    def created_before(self, cutoff: float, statuses: Iterable[JobStatus]) -> list[str]:
+    def created_before(self, cutoff: float, statuses: Iterable[JobStatus]) -> builtins.list[str]:
         """Ids of jobs in ``statuses`` created before ``cutoff`` (epoch seconds)."""
 
     @abstractmethod
@@ -215,7 +216,7 @@ class JobStore(ABC):
         log.error("dead letter (not kept by this job store): %s",
                   json.dumps(dead_letter_entry(reason, info)))
 
-    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+    def dead_letters(self, limit: int = 100) -> builtins.list[dict[str, Any]]:
         """The newest dead letters first (at most ``limit``)."""
         return []
 
@@ -268,7 +269,7 @@ class RedisJobStore(JobStore):
             pipe = self.client.pipeline(transaction=False)
             for job in jobs:
                 key = self._key(job.job_id)
-                pipe.hset(key, mapping=job.to_record())
+                pipe.hset(key, mapping=job.to_record())  # type: ignore[arg-type]
                 pipe.expire(key, self.retention_s)
                 pipe.zadd(self._idx(job.status, job.priority),
                           {job.job_id: job.created_at.timestamp()})
@@ -277,7 +278,7 @@ class RedisJobStore(JobStore):
     def get(self, job_id: str) -> Job | None:
         with self._guard():
             rec = self.client.hgetall(self._key(job_id))
-        return Job.from_record(rec) if rec.get("status") else None
+        return Job.from_record(rec) if rec.get("status") else None  # type: ignore[arg-type]
 
     def transition(self, job_id: str, to: JobStatus, allowed_from: Iterable[JobStatus],
                    **values: Any) -> bool:
@@ -310,7 +311,7 @@ class RedisJobStore(JobStore):
             for prio in JobPriority:
                 pipe.zremrangebyscore(self._idx(status, prio), "-inf", cutoff)
 
-    def list(self, status: JobStatus | None = None, limit: int | None = 100) -> list[Job]:
+    def list(self, status: JobStatus | None = None, limit: int | None = 100) -> builtins.list[Job]:
         statuses = [status] if status else list(JobStatus)
         end = -1 if limit is None else limit - 1
         with self._guard():
@@ -331,7 +332,7 @@ class RedisJobStore(JobStore):
             records = pipe.execute()
         return [Job.from_record(r) for r in records if r.get("status")]
 
-    def created_before(self, cutoff: float, statuses: Iterable[JobStatus]) -> list[str]:
+    def created_before(self, cutoff: float, statuses: Iterable[JobStatus]) -> builtins.list[str]:
         with self._guard():
             pipe = self.client.pipeline(transaction=False)
             for s in statuses:
@@ -367,7 +368,7 @@ class RedisJobStore(JobStore):
             pipe.ltrim(key, 0, MAX_DEAD_LETTERS - 1)
             pipe.execute()
 
-    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+    def dead_letters(self, limit: int = 100) -> builtins.list[dict[str, Any]]:
         with self._guard():
             return [json.loads(e) for e in
                     self.client.lrange(f"{self.namespace}:dead", 0, max(limit, 1) - 1)]
@@ -493,7 +494,7 @@ class SqliteJobStore(JobStore):
         self._db().execute("DELETE FROM jobs WHERE namespace=? AND created_at < ?",
                            (self.namespace, time.time() - self.retention_s))
 
-    def list(self, status: JobStatus | None = None, limit: int | None = 100) -> list[Job]:
+    def list(self, status: JobStatus | None = None, limit: int | None = 100) -> builtins.list[Job]:
         self._prune()
         sql = "SELECT status, record, attempts FROM jobs WHERE namespace=?"
         args: list[Any] = [self.namespace]
@@ -506,7 +507,7 @@ class SqliteJobStore(JobStore):
             args.append(limit)
         return [self._row_job(*row) for row in self._db().execute(sql, args)]
 
-    def created_before(self, cutoff: float, statuses: Iterable[JobStatus]) -> list[str]:
+    def created_before(self, cutoff: float, statuses: Iterable[JobStatus]) -> builtins.list[str]:
         wanted = [s.value for s in statuses]
         rows = self._db().execute(
             f"SELECT job_id FROM jobs WHERE namespace=? AND created_at < ? AND status IN "
@@ -547,7 +548,7 @@ class SqliteJobStore(JobStore):
             db.execute("DELETE FROM dead_letters WHERE namespace=? AND id <= ?",
                        (self.namespace, (cur.lastrowid or 0) - MAX_DEAD_LETTERS))
 
-    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+    def dead_letters(self, limit: int = 100) -> builtins.list[dict[str, Any]]:
         rows = self._db().execute(
             "SELECT entry FROM dead_letters WHERE namespace=? ORDER BY id DESC LIMIT ?",
             (self.namespace, max(limit, 1)))

@@ -18,7 +18,8 @@ the worker claims it in the job store first (see ``pdftasks.tasks``).
 
 ``install()`` makes ``redis://`` and ``rediss://`` URLs use it in this process (the URLs keep
 their scheme, which tools such as Flower read); ``pdftasks.celery_app`` calls it for a Redis
-broker.
+broker. It relies on kombu internals (``pdftasks.compat.kombu.REDIS_RESCUE``): with a kombu
+outside the tested versions, ``install()`` warns and leaves kombu's stock transport in place.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from typing import Any
 import redis
 from kombu.transport import redis as kombu_redis
 
+from pdftasks.compat import kombu as compat_kombu
 from pdftasks.storage import process_alive, write_atomic
 
 log = logging.getLogger(__name__)
@@ -105,7 +107,8 @@ class QoS(kombu_redis.QoS):
         info = message.delivery_info
         job = message.properties.get("correlation_id") or delivery_tag
         try:
-            path = rescue(self.channel, message._raw, info["exchange"], info["routing_key"])
+            path = rescue(self.channel, compat_kombu.raw_payload(message), info["exchange"],
+                          info["routing_key"])
         except OSError as exc:
             log.error("broker connection lost while taking message %s, and it could not be "
                       "spooled (%s): its job stays pending until resubmitted", job, exc)
@@ -131,8 +134,8 @@ class Channel(kombu_redis.Channel):
             with self.conn_or_acquire() as client, client.pipeline() as pipe:
                 for path in taken:
                     held = json.loads(path.read_text())
-                    self._do_restore_message(held["payload"], held["exchange"],
-                                             held["routing_key"], pipe)
+                    compat_kombu.restore_message(self, held["payload"], held["exchange"],
+                                                 held["routing_key"], pipe)
                 pipe.execute()
         except BaseException:
             _release(taken)
@@ -155,10 +158,10 @@ def install() -> None:
 
     Only behaviour after a lost connection differs from kombu's own transport. (A
     ``broker_transport`` setting would do the same for Celery's connections but rename the
-    URL scheme to the class path, which Flower cannot read.)
+    URL scheme to the class path, which Flower cannot read.) Does nothing, with a warning,
+    on a kombu outside the versions this was written for (``compat.kombu.REDIS_RESCUE``).
     """
-    from kombu import transport
-
+    if not compat_kombu.supported(compat_kombu.REDIS_RESCUE):
+        return
     for scheme in ("redis", "rediss"):
-        transport.TRANSPORT_ALIASES[scheme] = f"{__name__}:Transport"
-        transport._transport_cache.pop(scheme, None)  # resolved before: resolve again
+        compat_kombu.use_transport(scheme, f"{__name__}:Transport")

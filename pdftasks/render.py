@@ -360,11 +360,6 @@ def _make_fetcher(roots: tuple[Path, ...], prefixes: tuple[str, ...]) -> Any:
     return fetcher
 
 
-#: Keyword arguments of the ``CSS(...)`` call WeasyPrint makes for a ``<link rel=stylesheet>``
-#: (``weasyprint.css.find_stylesheets``); other calls (``@import``, ``<style>``) are not cached.
-_LINK_CSS_KWARGS = frozenset({"url", "url_fetcher", "media_type", "font_config",
-                              "counter_style", "color_profiles", "page_rules", "layers",
-                              "_check_mime_type"})
 #: Parsed linked stylesheets kept per service (entries, not bytes); cleared when exceeded.
 STYLESHEET_CACHE_SIZE = 64
 
@@ -411,16 +406,16 @@ class _StylesheetCache:
 
     def get(self, base: type, url: str, url_fetcher: Any, media_type: str, font_config: Any,
             counter_style: Any, color_profiles: Any, page_rules: list[Any], layers: list[Any],
-            _check_mime_type: bool) -> Any:
+            check_mime_type: bool) -> Any:
         """A copy of the parsed sheet for one document, or None to parse it as usual."""
         if not url.lower().startswith("file:"):
             return None
         self._fetcher.local_path(url)  # the same refusal as a fetch, on every use
-        key = (url, media_type, id(font_config), _check_mime_type)
+        key = (url, media_type, id(font_config), check_mime_type)
         entry = self._entries.get(key)
         if entry is None or not entry.fresh():
             entry = self._parse(base, url, media_type, font_config, type(counter_style),
-                                _check_mime_type)
+                                check_mime_type)
             if len(self._entries) >= STYLESHEET_CACHE_SIZE:
                 self._entries.clear()
             self._entries[key] = entry
@@ -440,11 +435,13 @@ class _StylesheetCache:
         counter_style: dict[Any, Any] = counter_style_type()
         color_profiles: dict[Any, Any] = {}
         layers: list[Any] = []
+        from pdftasks.compat.weasyprint import parse_link_css
+
         try:
-            sheet = base(url=url, url_fetcher=self._fetcher, media_type=media_type,
-                         font_config=font_config, counter_style=counter_style,
-                         color_profiles=color_profiles, page_rules=[], layers=layers,
-                         _check_mime_type=check_mime_type)
+            sheet = parse_link_css(base, check_mime_type=check_mime_type, url=url,
+                                   url_fetcher=self._fetcher, media_type=media_type,
+                                   font_config=font_config, counter_style=counter_style,
+                                   color_profiles=color_profiles, page_rules=[], layers=layers)
         finally:
             self._recording.urls = None
         files = []
@@ -466,32 +463,13 @@ def _install_stylesheet_hook() -> bool:
     ``weasyprint.css`` builds linked stylesheets with its module-level ``CSS``; this
     replaces that name with a subclass whose constructor returns a cached copy when the
     fetcher carries a ``stylesheet_cache`` (only pdftasks' fetchers do) and otherwise builds
-    a plain ``weasyprint.CSS`` exactly as before. Returns False (no caching) if WeasyPrint's
-    layout differs from the one this was written for (70).
+    a plain ``weasyprint.CSS`` exactly as before. Returns False (no caching) on a WeasyPrint
+    outside the versions this was written for, with a warning, or if its layout differs
+    (``pdftasks.compat.weasyprint.STYLESHEET_HOOK``).
     """
-    import weasyprint
-    import weasyprint.css as css_module
+    from pdftasks.compat import weasyprint as compat_weasyprint
 
-    current = getattr(css_module, "CSS", None)
-    if getattr(current, "_pdftasks_hook", False):
-        return True
-    base = weasyprint.CSS
-    if current is not base:
-        return False
-
-    class CachedLinkCSS(base):  # type: ignore[misc, valid-type]
-        _pdftasks_hook = True
-
-        def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-            cache = getattr(kwargs.get("url_fetcher"), "stylesheet_cache", None)
-            if cache is not None and not args and kwargs.keys() == _LINK_CSS_KWARGS:
-                sheet = cache.get(base, **kwargs)
-                if sheet is not None:
-                    return sheet  # a plain weasyprint.CSS: __init__ is not run again
-            return base(*args, **kwargs)
-
-    css_module.CSS = CachedLinkCSS
-    return True
+    return compat_weasyprint.install_link_stylesheet_hook()
 
 
 class PDFService:
@@ -503,7 +481,11 @@ class PDFService:
 
     #: Exceptions that must pass through untouched (Celery's soft time limit, set by the
     #: worker), so the caller can tell a timeout from a broken template.
-    interrupts: tuple[type[BaseException], ...] = ()
+    interrupts: tuple[type[Exception], ...] = ()
+
+    def _passthrough(self) -> tuple[type[Exception], ...]:
+        """Exceptions that leave the renderer unchanged: pdftasks' own and ``interrupts``."""
+        return (PdfTasksError, *self.interrupts)
 
     def __init__(self, config: PDFServiceConfig | None = None) -> None:
         from weasyprint.text.fonts import FontConfiguration
@@ -577,7 +559,7 @@ class PDFService:
             raise TemplateSecurityError(f"Template {template!r} is unsafe: {exc}") from exc
         except MemoryError as exc:
             raise RenderMemoryError(f"Template {template!r} exceeded the memory limit") from exc
-        except (PdfTasksError, *self.interrupts):
+        except self._passthrough():
             raise
         except Exception as exc:
             raise RenderError(
@@ -624,7 +606,7 @@ class PDFService:
             raise UnsafeResourceError(str(exc)) from exc
         except MemoryError as exc:
             raise RenderMemoryError("The document exceeded the render memory limit") from exc
-        except (PdfTasksError, *self.interrupts):
+        except self._passthrough():
             raise
         except Exception as exc:
             raise RenderError(f"WeasyPrint failed: {type(exc).__name__}: {exc}") from exc

@@ -19,7 +19,7 @@ _CLIENTS = ["Acme Corp", "Globex Ltd", "Initech GmbH", "Umbrella SA", "Soylent I
 
 def sample_invoice(n: int = 1, items: int = 5, client: str | None = None) -> dict[str, Any]:
     """A realistic invoice; ``items`` line items (about 45 fit on one page)."""
-    lines = []
+    lines: list[dict[str, Any]] = []
     for i in range(items):
         desc, price = _PRODUCTS[(n + i) % len(_PRODUCTS)]
         lines.append({"description": f"{desc} #{i + 1}", "quantity": 1 + (n + i) % 4,

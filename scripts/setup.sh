@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up pdftasks on Debian/Ubuntu: system libraries through apt (when root, else print the
-# exact command), then a virtualenv in .venv with the package and its extras.
+# exact command), then a virtualenv in .venv with the package and its extras, at the versions
+# pinned in constraints.txt.
 #
 #   scripts/setup.sh            runtime: WeasyPrint's libraries incl. libharfbuzz-subset0
 #   scripts/setup.sh --test     also redis-server (the tests start their own instance)
@@ -48,11 +49,13 @@ if (( ${#missing[@]} )); then
 fi
 [[ -n "$python" ]] || python=python3
 
-stamp=".venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)-${extras}"
+# Exact versions from constraints.txt (the lock file, `make lock`); reinstalled when it or
+# pyproject.toml changes.
+stamp=".venv/.installed-$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)-${extras}"
 if [[ ! -f "$stamp" ]]; then
   [[ -x .venv/bin/python ]] || "$python" -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[${extras}]"
+  .venv/bin/python -m pip install -q -c constraints.txt -e ".[${extras}]"
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

@@ -109,12 +109,20 @@ def test_dockerfile_promises() -> None:
     assert {"templates", "beat_schedule.py", "pdftasks"} <= copied
     for source in copied:
         assert (ROOT / source).exists(), source
+    # The package build gets what pyproject.toml maps into the wheel (the sample templates)
+    # and installs the locked versions.
+    into_src = {src for c in by["COPY"] if c.value[-1].startswith("/tmp/src")
+                for src in c.value[:-1]}
+    assert {"pyproject.toml", "pdftasks", "templates", "constraints.txt"} <= into_src
+    [install] = [r for r in by["RUN"] if "pip install" in " ".join(r.value)]
+    assert "-c /tmp/src/constraints.txt" in " ".join(install.value)
 
 
 def test_dockerignore_keeps_what_the_build_copies() -> None:
     ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
                if line.strip() and not line.startswith("#")}
-    for needed in ("pyproject.toml", "README.md", "pdftasks", "templates", "beat_schedule.py"):
+    for needed in ("pyproject.toml", "README.md", "constraints.txt", "pdftasks", "templates",
+                   "beat_schedule.py"):
         assert needed not in ignored
     assert {".git", ".venv", "tests", "output", ".pdftasks"} <= ignored
 

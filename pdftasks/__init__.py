@@ -1,28 +1,37 @@
-"""pdftasks: Jinja2 templates + JSON data -> PDF (WeasyPrint), on Celery priority queues."""
+"""pdftasks: Jinja2 templates + JSON data -> PDF (WeasyPrint), on Celery priority queues.
 
-from pdftasks.celery_app import GENERATE_PDF, app
-from pdftasks.enums import JobPriority, JobStatus
-from pdftasks.errors import (
-    InvalidJobError,
-    PdfTasksError,
-    PermanentError,
-    TransientError,
-)
-from pdftasks.jobs import (
-    InMemoryBackend,
-    Job,
-    LocalBackend,
-    PDFQueueManager,
-    RedisBackend,
-    SQSBackend,
-)
-from pdftasks.render import PDFService, PDFServiceConfig, RenderResult
+Importing ``pdftasks`` does nothing else: the names below are loaded on first use, and the
+default Celery app (``pdftasks.app``, settings from ``PDFTASKS_*``) is built when something
+first needs it. It is never made Celery's current app.
+"""
 
-generate_pdf = app.tasks[GENERATE_PDF]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from celery import Celery, Task
+
+    from pdftasks.enums import JobPriority, JobStatus
+    from pdftasks.errors import InvalidJobError, PdfTasksError, PermanentError, TransientError
+    from pdftasks.jobs import (
+        InMemoryBackend,
+        Job,
+        LocalBackend,
+        PDFQueueManager,
+        RedisBackend,
+        SQSBackend,
+    )
+    from pdftasks.render import PDFService, PDFServiceConfig, RenderResult
+
+    app: Celery
+    generate_pdf: Task
 
 __all__ = [
     "app",
     "generate_pdf",
+    "create_app",
     "PDFQueueManager",
     "Job",
     "RedisBackend",
@@ -39,3 +48,43 @@ __all__ = [
     "TransientError",
     "InvalidJobError",
 ]
+
+_WHERE = {
+    "create_app": "pdftasks.celery_app",
+    "PDFQueueManager": "pdftasks.jobs",
+    "Job": "pdftasks.jobs",
+    "RedisBackend": "pdftasks.jobs",
+    "LocalBackend": "pdftasks.jobs",
+    "InMemoryBackend": "pdftasks.jobs",
+    "SQSBackend": "pdftasks.jobs",
+    "JobPriority": "pdftasks.enums",
+    "JobStatus": "pdftasks.enums",
+    "PDFService": "pdftasks.render",
+    "PDFServiceConfig": "pdftasks.render",
+    "RenderResult": "pdftasks.render",
+    "PdfTasksError": "pdftasks.errors",
+    "PermanentError": "pdftasks.errors",
+    "TransientError": "pdftasks.errors",
+    "InvalidJobError": "pdftasks.errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        from pdftasks.celery_app import get_app
+
+        return get_app()
+    if name == "generate_pdf":
+        from pdftasks.celery_app import GENERATE_PDF, get_app
+
+        return get_app().tasks[GENERATE_PDF]
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pdftasks' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

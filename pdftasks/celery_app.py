@@ -5,6 +5,7 @@ Module named ``celery_app`` so that ``pdftasks.app`` is the Celery instance itse
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from celery import Celery
@@ -82,6 +83,14 @@ def broker_transport_options(s: Settings) -> dict[str, Any]:
     return {"visibility_timeout": s.visibility_timeout_s}
 
 
+def celery_soft_time_limit(s: Settings) -> float:
+    """Celery's soft time limit: a second after pdftasks' own (the alarm in the render
+    process, ``render.time_limit``), and before the hard limit. Our alarm stops a runaway
+    render with ``RenderTimeoutError``; Celery's ``SoftTimeLimitExceeded``, arriving at the
+    same moment, could otherwise replace it while it unwinds. Celery's is the backstop."""
+    return min(s.soft_time_limit_s + 1.0, (s.soft_time_limit_s + s.hard_time_limit_s) / 2)
+
+
 def result_backend_url(s: Settings) -> str:
     """Celery's ``result_backend``: on Redis, ``pdftasks.redis_results.RedisBackend`` (Celery's
     backend, which batch submits can tell not to follow results; see the module)."""
@@ -117,7 +126,7 @@ def configure(app: Celery, s: Settings) -> None:
         task_acks_on_failure_or_timeout=True,
         worker_prefetch_multiplier=1,
         worker_cancel_long_running_tasks_on_connection_loss=True,
-        task_soft_time_limit=s.soft_time_limit_s,
+        task_soft_time_limit=celery_soft_time_limit(s),
         task_time_limit=s.hard_time_limit_s,
         worker_max_memory_per_child=s.max_memory_per_child_mb * 1024 or None,
         worker_concurrency=s.concurrency,
@@ -139,12 +148,6 @@ def configure(app: Celery, s: Settings) -> None:
         timezone=s.timezone,
         enable_utc=True,
     )
-    if s.effective_broker_url.startswith(("redis://", "rediss://")):
-        # kombu's Redis transport, plus: a message taken off its queue just as Redis went
-        # away is put back when Redis is reachable again, not lost (see the module).
-        from pdftasks import redis_transport
-
-        redis_transport.install()
     if s.is_sqs:
         app.conf.update(
             # pdftasks.aws.Transport: kombu's SQS transport, queues polled urgent first.
@@ -158,11 +161,17 @@ def configure(app: Celery, s: Settings) -> None:
 
 
 def create_app(settings: Settings | None = None) -> Celery:
-    """A Celery app for ``settings`` (default: the environment), with its tasks registered."""
+    r"""A Celery app for ``settings`` (default: the environment), with its tasks registered.
+
+    Not made Celery's current app (``set_as_current=False``): a host application's own app
+    and its ``@shared_task``\ s keep theirs. Follow results with ``app.AsyncResult(id)`` or
+    ``generate_pdf.AsyncResult(id)``.
+    """
     from pdftasks import monitoring, schedule, tasks, webhooks
 
-    app = Celery("pdftasks")
+    app = Celery("pdftasks", set_as_current=False)
     app.pdftasks_settings = settings or get_settings()  # type: ignore[attr-defined]
+    app.pdftasks_hooks = []  # type: ignore[attr-defined]  # see tasks.event_hooks
     configure(app, app.pdftasks_settings)  # type: ignore[attr-defined]
     tasks.register(app)
     schedule.register(app)
@@ -171,4 +180,29 @@ def create_app(settings: Settings | None = None) -> Celery:
     return app
 
 
-app = create_app()
+_default_app: Celery | None = None
+_default_lock = threading.Lock()
+
+
+def get_app() -> Celery:
+    """The process's default pdftasks app (settings from the environment), built on first
+    use: importing pdftasks builds nothing, creates no file and contacts no broker."""
+    global _default_app
+    if _default_app is None:
+        with _default_lock:
+            if _default_app is None:
+                _default_app = create_app()
+    return _default_app
+
+
+def is_pdftasks_app(app: object) -> bool:
+    """Whether ``app`` is a Celery app made by ``create_app`` (signal receivers use it to
+    leave other apps in the same process alone)."""
+    return getattr(app, "pdftasks_settings", None) is not None
+
+
+def __getattr__(name: str) -> Any:
+    # ``pdftasks.celery_app.app`` (and ``celery -A pdftasks``): the default app, lazily.
+    if name == "app":
+        return get_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -553,6 +553,18 @@ class Refuser:
 # Strategies.
 
 
+def cap_time_limits(message: Any, body: Any, limits: tuple[float, float]) -> None:
+    """Hold the message's ``timelimit`` ([hard, soft], which Celery obeys) to the worker's
+    own limits: a client, or a message that bypassed every client, can ask for less time
+    but not switch the worker's limits off."""
+    holder = body if isinstance(body, dict) and "timelimit" in body else message.headers
+    if not isinstance(holder, dict):
+        return
+    asked = holder.get("timelimit") or (None, None)
+    holder["timelimit"] = [limit if t is None else min(t, limit)
+                           for t, limit in zip(asked, limits, strict=True)]
+
+
 class GuardedStrategy:
     """A task's strategy behind ``check``; what fails it is refused, not run."""
 
@@ -563,7 +575,12 @@ class GuardedStrategy:
         from pdftasks.tasks import app_settings
 
         self.task, self.handler, self.is_job = task, handler, is_job
-        self.limits = DataLimits.from_settings(app_settings(app))
+        s = app_settings(app)
+        self.limits = DataLimits.from_settings(s)
+        #: The worker's own time limits: a message may ask for shorter ones, never longer.
+        from pdftasks.celery_app import celery_soft_time_limit
+
+        self.time_limits = (s.hard_time_limit_s, celery_soft_time_limit(s))
         self.refuser = Refuser(consumer)
         self.errors = self.refuser.errors
 
@@ -584,6 +601,7 @@ class GuardedStrategy:
                 message, InvalidMessageError(f"the worker could not check this message "
                                              f"({_name(exc)})"), body, seen.get("bound"),
                 self.is_job)
+        cap_time_limits(message, body, self.time_limits)
         try:
             return self.handler(message, body, *args, **kwargs)
         except (InvalidTaskError, ContentDisallowed, DecodeError, *self.errors):
@@ -737,21 +755,23 @@ def guard_redis_channel(channel: Any, on_broken: Callable[[BaseException], None]
     into the worker's event loop: checks each envelope before kombu builds its message, and
     catches what reading one raises (the message is already off its queue). True if done.
 
-    Uses two kombu-internal names, checked here: the channel's ``handlers["BRPOP"]`` (the
-    function that reads a message; kombu 5) and its ``Message`` class.
+    Uses two kombu internals (``pdftasks.compat.kombu.REDIS_GUARD``): the function that reads
+    a message and the channel's message class. Not done, with a warning, on a kombu outside
+    the versions this was written for, or when either is missing.
     """
+    from pdftasks.compat import kombu as compat_kombu
+
     if getattr(getattr(channel, "connection", None), "driver_type", None) != "redis":
         return False
-    handlers = getattr(channel, "handlers", None)
-    if not isinstance(handlers, dict):
-        handlers = {}
-    read = handlers.get("BRPOP")
-    message_cls = getattr(channel, "Message", None)
+    if not compat_kombu.supported(compat_kombu.REDIS_GUARD):
+        return False
+    read = compat_kombu.redis_reader(channel)
+    message_cls = compat_kombu.redis_message_class(channel)
     if not callable(read) or not isinstance(message_cls, type):
         log.warning("kombu %s: cannot guard the Redis channel against unreadable messages",
                     kombu.__version__)
         return False
-    channel.Message = _guarded_message_class(message_cls)
+    compat_kombu.set_redis_message_class(channel, _guarded_message_class(message_cls))
     if getattr(read, "pdftasks_guarded", False):
         return True
     from queue import Empty
@@ -772,5 +792,5 @@ def guard_redis_channel(channel: Any, on_broken: Callable[[BaseException], None]
             return True
 
     guarded_read.pdftasks_guarded = True  # type: ignore[attr-defined]
-    handlers["BRPOP"] = guarded_read
+    compat_kombu.set_redis_reader(channel, guarded_read)
     return True

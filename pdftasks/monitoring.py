@@ -31,6 +31,8 @@ from typing import Any
 
 from celery import Celery, bootsteps, signals
 
+from pdftasks.celery_app import is_pdftasks_app
+
 log = logging.getLogger(__name__)
 
 #: Liveness: a heartbeat older than this (s) means the worker's main loop is stuck or stopped.
@@ -135,6 +137,8 @@ class Heartbeat(bootsteps.StartStopStep):
 @signals.worker_ready.connect
 def _ready_heartbeat(sender: Any = None, **_: Any) -> None:
     # Beat as soon as the consumer is ready, so readiness does not wait one interval.
+    if not is_pdftasks_app(getattr(sender, "app", None)):
+        return
     step = getattr(getattr(sender, "controller", None), "pdftasks_heartbeat", None)
     if step is not None:
         step.beat()
@@ -158,7 +162,7 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "pid": record.process,
         }
-        from celery._state import get_current_task
+        from pdftasks.compat.celery import get_current_task
 
         task = get_current_task()
         if task is not None and task.request.id:
@@ -174,10 +178,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str, ensure_ascii=False)
 
 
-def _json_logs_wanted() -> bool:
+def _json_logs_wanted(app: Any = None) -> bool:
+    """JSON logs by ``app``'s settings (default: the environment's)."""
     from pdftasks.settings import get_settings
+    from pdftasks.tasks import app_settings
 
-    return get_settings().log_format == "json"
+    return (app_settings(app) if app is not None else get_settings()).log_format == "json"
+
+
+def _current_pdftasks_app() -> Any:
+    """The current Celery app if it is a pdftasks app (a worker's), else None: Celery sets
+    up logging and runs tasks for the worker's app, which it made current."""
+    from celery import current_app
+
+    app = current_app._get_current_object()
+    return app if is_pdftasks_app(app) else None
 
 
 def use_json_format(logger: logging.Logger) -> None:
@@ -198,13 +213,15 @@ def configure_logging(level: str | int = "INFO") -> None:
 
 @signals.after_setup_logger.connect
 def _json_root_logger(logger: logging.Logger, **_: Any) -> None:
-    if _json_logs_wanted():
+    app = _current_pdftasks_app()
+    if app is not None and _json_logs_wanted(app):
         use_json_format(logger)
 
 
 @signals.after_setup_task_logger.connect
 def _json_task_logger(logger: logging.Logger, **_: Any) -> None:
-    if _json_logs_wanted():
+    app = _current_pdftasks_app()
+    if app is not None and _json_logs_wanted(app):
         use_json_format(logger)
 
 
@@ -214,21 +231,20 @@ _started: dict[str, float] = {}
 
 
 @signals.task_prerun.connect
-def _attempt_started(task_id: str | None = None, **_: Any) -> None:
-    if task_id:
+def _attempt_started(sender: Any = None, task_id: str | None = None, **_: Any) -> None:
+    if task_id and is_pdftasks_app(getattr(sender, "app", None)):
         _started[task_id] = time.monotonic()
 
 
 @signals.task_postrun.connect
-def _attempt_ended(task_id: str | None = None, **_: Any) -> None:
+def _attempt_ended(sender: Any = None, task_id: str | None = None, **_: Any) -> None:
     if task_id:
         _started.pop(task_id, None)
 
 
 def _attempt_facts(app: Celery, job_id: str) -> tuple[str | None, str | None, float | None]:
     """(priority label, template, duration s) of the attempt that just ended."""
-    from celery._state import get_current_task
-
+    from pdftasks.compat.celery import get_current_task
     from pdftasks.enums import JobPriority
     from pdftasks.tasks import job_store
 
@@ -286,7 +302,7 @@ def record_attempt(client: Any, namespace: str, outcome: str, priority: str,
 
 
 def on_job_event(app: Celery, event: str, job_id: str, error: str | None) -> None:
-    """``pdftasks.tasks.EVENT_HOOKS`` entry: log the attempt and count it."""
+    """Job event hook (``pdftasks.tasks.event_hooks``): log the attempt and count it."""
     outcome = _OUTCOMES.get(event)
     if outcome is None:
         return
@@ -311,11 +327,11 @@ def on_job_event(app: Celery, event: str, job_id: str, error: str | None) -> Non
 
 def install(app: Any) -> None:
     """Add monitoring to ``app``: heartbeat bootstep, job event hook (logs and metrics)."""
-    from pdftasks.tasks import EVENT_HOOKS
+    from pdftasks.tasks import event_hooks
 
     app.steps["worker"].add(Heartbeat)
-    if on_job_event not in EVENT_HOOKS:
-        EVENT_HOOKS.append(on_job_event)
+    if on_job_event not in event_hooks(app):
+        event_hooks(app).append(on_job_event)
 
 
 # Prometheus.

@@ -20,12 +20,12 @@ from typing import Any
 
 from billiard.exceptions import WorkerLostError
 from celery import Celery, Task, signals, states
-from celery.exceptions import Ignore, SoftTimeLimitExceeded
+from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.result import task_join_will_block
 from celery.worker.request import Request
 from kombu.exceptions import OperationalError
 
-from pdftasks.celery_app import GENERATE_PDF
+from pdftasks.celery_app import GENERATE_PDF, is_pdftasks_app
 from pdftasks.enums import TENANT_KEY, JobPriority, JobStatus
 from pdftasks.errors import (
     BrokerUnavailableError,
@@ -51,14 +51,24 @@ log = logging.getLogger(__name__)
 
 _RUNNABLE = (JobStatus.PENDING, JobStatus.RETRYING, JobStatus.PROCESSING)
 
-#: Called in the worker after each published transition as ``fn(app, event, job_id, error)``
-#: (event: completed, failed, retrying). Features such as webhooks and metrics append here.
-EVENT_HOOKS: list[Any] = []
-_per_app: weakref.WeakKeyDictionary[Celery, dict[str, Any]] = weakref.WeakKeyDictionary()
+_per_app: weakref.WeakKeyDictionary[Celery, dict[tuple[str, int], Any]] = \
+    weakref.WeakKeyDictionary()
 
 
 def app_settings(app: Celery) -> Settings:
     return getattr(app, "pdftasks_settings", None) or get_settings()
+
+
+def event_hooks(app: Celery) -> list[Any]:
+    """``app``'s job event hooks, called in the worker after each published transition as
+    ``fn(app, event, job_id, error)`` (event: completed, failed, retrying). Plugins such as
+    webhooks and metrics add theirs when they are installed on the app; each app has its
+    own list."""
+    hooks = getattr(app, "pdftasks_hooks", None)
+    if hooks is None:
+        hooks = []
+        app.pdftasks_hooks = hooks  # type: ignore[attr-defined]
+    return hooks
 
 
 def _cached(app: Celery, name: str, factory: Any) -> Any:
@@ -118,7 +128,7 @@ def emit(app: Celery, event: str, job_id: str, error: str | None = None) -> None
         store.publish({"event": event, "job_id": job_id, "error": error, "ts": time.time()})
     except Exception:  # listeners are best effort; the record is already right
         log.exception("could not publish %s event for %s", event, job_id)
-    for fn in EVENT_HOOKS:
+    for fn in event_hooks(app):
         try:
             fn(app, event, job_id, error)
         except Exception:
@@ -179,6 +189,12 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def hard_limit_error(timeout: float) -> RenderTimeoutError:
+    """What a job killed by Celery's hard time limit (``TimeLimitExceeded``) failed of."""
+    return RenderTimeoutError(f"hard time limit of {timeout:g} s exceeded; "
+                              "the worker process was killed")
+
+
 class PdfRequest(Request):
     """Keeps the job record right when the worker child dies: FAILED when Celery's hard
     time limit kills it, COMPLETED when it died after its success was stored."""
@@ -186,21 +202,24 @@ class PdfRequest(Request):
     def on_timeout(self, soft: bool, timeout: float) -> None:
         super().on_timeout(soft, timeout)
         if not soft:
-            fail_job(self.task.app, self.id,
-                     f"RenderTimeoutError: hard time limit of {timeout:g} s exceeded; "
-                     "the worker process was killed")
+            # Celery itself calls PdfTask.on_failure (with TimeLimitExceeded), except in a
+            # cold shutdown; then this fails the record. Once FAILED, this is a no-op.
+            fail_job(self.task.app, self.id, describe(hard_limit_error(timeout)))
 
     def cancel(self, pool: Any, signal: Any = None, emit_retry: bool = True) -> None:
         # Celery cancels running jobs when the broker connection is lost, then announces the
         # cancel through the result backend. When that is the Redis that just went away,
         # the announcement fails after the child was signalled, the child's exit is taken
         # for a revoke, and the message is acknowledged: the job would be lost. Marked as
-        # cancelled, the message stays unacknowledged and is delivered again.
+        # cancelled, the message stays unacknowledged and is delivered again (a Celery
+        # internal: pdftasks.compat.celery.CANCEL_FLAG).
+        from pdftasks.compat import celery as compat_celery
+
         try:
             super().cancel(pool, signal, emit_retry)
         finally:
             if self.time_start:
-                self._already_cancelled = True
+                compat_celery.mark_cancelled(self)
 
     def on_failure(self, exc_info: Any, send_failed_event: bool = True,
                    return_ok: bool = False) -> None:
@@ -287,6 +306,9 @@ class PdfTask(Task):
 
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
                    einfo: Any) -> None:
+        if isinstance(exc, TimeLimitExceeded):  # Celery's hard limit killed the child
+            exc = hard_limit_error(exc.args[0] if exc.args
+                                   else app_settings(self.app).hard_time_limit_s)
         fail_job(self.app, task_id, describe(exc))
 
 
@@ -360,8 +382,10 @@ def _generate_pdf(self: Task, template: str, data: Mapping[str, Any], output_fil
     app, job_id = self.app, self.request.id
     s = app_settings(app)
     store = job_store(app)
-    if max_retries is not None:
-        self.override_max_retries = max_retries
+    # Celery's autoretry reads the retry budget from the task object, which all jobs of this
+    # process share (and never clears it once a retry raised): set it for every job, or a
+    # job without max_retries would get the budget of the last one that had it.
+    self.override_max_retries = self.max_retries if max_retries is None else max_retries
     attempts = patiently(store.add_attempt, job_id)
     if attempts == 0 and adopt_job(app, job_id, {
             "template": template, "data": data, "output_filename": output_filename,
@@ -427,7 +451,18 @@ def register(app: Celery) -> Task:
 
 
 @signals.worker_init.connect
-def _check_harfbuzz(**_: Any) -> None:
+def _worker_starts(sender: Any = None, **_: Any) -> None:
+    # Only for pdftasks' apps: a host's own workers in the same process are left alone.
+    app = getattr(sender, "app", None)
+    if not is_pdftasks_app(app):
+        return
+    if app_settings(app).effective_broker_url.startswith(("redis://", "rediss://")):
+        # kombu's Redis transport, plus: a message taken off its queue just as Redis went
+        # away is put back when Redis is reachable again, not lost (pdftasks.redis_transport).
+        # Installed when a pdftasks worker starts, never on import or in clients.
+        from pdftasks import redis_transport
+
+        redis_transport.install()
     if not harfbuzz_subset_available():
         log.warning(
             "HarfBuzz subsetting (libharfbuzz-subset0) is missing: WeasyPrint falls back to "
@@ -438,8 +473,12 @@ def _check_harfbuzz(**_: Any) -> None:
 
 @signals.worker_process_init.connect
 def _prepare_child(**_: Any) -> None:
-    from pdftasks.celery_app import app
+    # The signal names no app: the pool process runs the worker's app, its current app.
+    from celery import current_app
 
+    app = current_app._get_current_object()
+    if not is_pdftasks_app(app):
+        return
     s = app_settings(app)
     apply_memory_limit(s.render_memory_limit_mb)
     service = render_service(app)

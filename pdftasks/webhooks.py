@@ -1,6 +1,6 @@
 """Webhooks: signed POSTs to a job's ``callback_url`` on completion or final failure.
 
-Delivered from the worker side: an event hook (``pdftasks.tasks.EVENT_HOOKS``) sees each
+Delivered from the worker side: an event hook of the app (``pdftasks.tasks.event_hooks``) sees each
 published transition; for ``completed`` and ``failed`` (final, not ``retrying``) of a job
 whose metadata has a ``callback_url`` it queues ``pdftasks.deliver_webhook`` on the
 ``{namespace}.high`` queue, which every ``pdftasks worker`` consumes. That task POSTs the job
@@ -319,11 +319,12 @@ def _deliver(task: Any, url: str, payload: dict[str, Any], tenant: str | None = 
                   "worker", payload.get("job", {}).get("job_id"))
         return 0
     body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
-    headers = delivery_headers(tenant_secret(s.webhook_secret, tenant), payload["event"],
+    root = s.webhook_secret.get_secret_value()
+    headers = delivery_headers(tenant_secret(root, tenant), payload["event"],
                                payload["delivery_id"], body)
     job_id = payload.get("job", {}).get("job_id")
     try:
-        status = post(url, body, headers, s.webhook_allowed_hosts)
+        status = post(url, body, headers, ",".join(s.webhook_allowed_hosts))
     except UnsafeCallbackError as exc:
         log.warning("webhook for job %s not sent: %s", job_id, exc)
         return 0
@@ -369,7 +370,7 @@ def on_event(app: Any, event: str, job_id: str, error: str | None) -> None:
 
 def install(app: Any) -> None:
     """Register webhook delivery on ``app`` (task and event hook)."""
-    from pdftasks.tasks import EVENT_HOOKS, app_settings
+    from pdftasks.tasks import app_settings, event_hooks
 
     s = app_settings(app)
     app.task(
@@ -383,5 +384,5 @@ def install(app: Any) -> None:
         max_retries=s.webhook_max_retries,
         ignore_result=True,
     )
-    if on_event not in EVENT_HOOKS:
-        EVENT_HOOKS.append(on_event)
+    if on_event not in event_hooks(app):
+        event_hooks(app).append(on_event)

@@ -171,3 +171,28 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str,
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+@pytest.fixture
+def make_manager(redis_client, redis_url, tmp_path):
+    """``make(queue_name, num_workers, start, output_dir, **settings)``: a PDFQueueManager on
+    the test Redis with its own workers (stopped at the end)."""
+    from pdftasks import PDFQueueManager, PDFService, PDFServiceConfig, RedisBackend
+
+    managers: list[Any] = []
+
+    def make(queue_name: str = "pdf", num_workers: int = 2, start: bool = True,
+             output_dir: Path | None = None, **settings: Any) -> Any:
+        service = PDFService(PDFServiceConfig(
+            templates_dir=TEMPLATES, output_dir=output_dir or tmp_path / f"out-{queue_name}"))
+        manager = PDFQueueManager(backend=RedisBackend(url=redis_url, queue_name=queue_name),
+                                  pdf_service=service, num_workers=num_workers,
+                                  settings={"home": tmp_path / "home", **settings})
+        managers.append(manager)
+        if start:
+            manager.start()
+        return manager
+
+    yield make
+    for manager in managers:
+        manager.stop(timeout=10)

@@ -22,36 +22,11 @@ from celery.result import AsyncResult
 from pdftasks import (
     JobPriority,
     JobStatus,
-    PDFQueueManager,
-    PDFService,
-    PDFServiceConfig,
-    RedisBackend,
 )
 from pdftasks.samples import sample_invoice
-from tests.conftest import ROOT, TEMPLATES, pdf_text, wait_for
+from tests.conftest import ROOT, pdf_text, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def make_manager(redis_client, redis_url, tmp_path):
-    managers: list[PDFQueueManager] = []
-
-    def make(queue_name: str = "pdf", num_workers: int = 2, start: bool = True,
-             output_dir: Path | None = None, **settings) -> PDFQueueManager:
-        service = PDFService(PDFServiceConfig(
-            templates_dir=TEMPLATES, output_dir=output_dir or tmp_path / f"out-{queue_name}"))
-        manager = PDFQueueManager(backend=RedisBackend(url=redis_url, queue_name=queue_name),
-                                  pdf_service=service, num_workers=num_workers,
-                                  settings={"home": tmp_path / "home", **settings})
-        managers.append(manager)
-        if start:
-            manager.start()
-        return manager
-
-    yield make
-    for manager in managers:
-        manager.stop(timeout=10)
 
 
 def test_guide_quick_start_runs_with_only_the_imports_changed(tmp_path) -> None:

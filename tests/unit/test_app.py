@@ -58,10 +58,19 @@ def test_settings_default_to_local_files(monkeypatch, tmp_path) -> None:
 
 @pytest.mark.parametrize("url", ["redis://127.0.0.1:1/0", "rediss://127.0.0.1:1/0"])
 def test_a_redis_broker_uses_the_transport_that_puts_back_in_flight_messages(url) -> None:
+    from celery import signals
+
     from pdftasks.celery_app import create_app
     from pdftasks.redis_transport import Transport
 
+    class Worker:  # what Celery sends with worker_init: the worker, which has an app
+        pass
+
     app = create_app(Settings(broker_url=url, result_backend="redis://127.0.0.1:1/1"))
+    # Installed when a pdftasks worker starts (never on import or in a client)
+    worker = Worker()
+    worker.app = app
+    signals.worker_init.send(sender=worker)
     connection = app.connection_for_write()
     # kombu's Redis transport with pdftasks' fix, and the URL keeps its scheme (Flower
     # picks its broker client by it)

@@ -181,3 +181,26 @@ def test_sqlite_store_keeps_a_bounded_dead_letter_list(tmp_path, monkeypatch) ->
     assert [e["reason"] for e in letters] == [f"reason {i}" for i in range(7, 2, -1)]
     assert len(letters[0]["body"]) == DEAD_LETTER_EXCERPT
     assert [e["reason"] for e in other.dead_letters()] == ["elsewhere"]
+
+
+class _Message:
+    def __init__(self, headers: dict) -> None:
+        self.headers = headers
+
+
+@pytest.mark.parametrize(("asked", "kept"), [
+    ([1e6, 1e6], [90.0, 60.0]),        # a message cannot switch the worker's limits off
+    ([None, None], [90.0, 60.0]),
+    (None, [90.0, 60.0]),
+    ([10, 5], [10, 5]),                  # shorter limits are kept
+    ([None, 30], [90.0, 30]),
+])
+def test_message_time_limits_are_held_to_the_workers(asked, kept) -> None:
+    from pdftasks.guard import cap_time_limits
+
+    message = _Message({"task": "pdftasks.generate_pdf", "timelimit": asked})
+    cap_time_limits(message, None, (90.0, 60.0))
+    assert message.headers["timelimit"] == kept
+    body = {"task": "pdftasks.generate_pdf", "timelimit": asked}  # protocol 1: in the body
+    cap_time_limits(_Message({}), body, (90.0, 60.0))
+    assert body["timelimit"] == kept

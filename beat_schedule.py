@@ -1,4 +1,7 @@
-"""The Celery Beat schedule of pdftasks.
+"""The Celery Beat schedule of pdftasks: an example to copy and edit.
+
+Beat reads PDFTASKS_SCHEDULE_FILE, else ./beat_schedule.py (the directory it runs in), else
+the packaged default pdftasks/default_schedule.py (the same entries as this file).
 
 Times are wall-clock times in PDFTASKS_TIMEZONE (default UTC) and stay right across
 daylight-saving changes. Re-time or switch off an entry without editing this file:

@@ -296,6 +296,19 @@ def render(template: str, output_filename: str, data: str | None, data_file: str
     click.echo(json.dumps(result.as_dict(), indent=2))
 
 
+def sample_templates_dir() -> Path | None:
+    """The sample templates shipped in the package (``pdftasks.sample_templates``: the
+    repository's templates/); in a source checkout, templates/ next to the package."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("pdftasks.sample_templates")
+    for location in (spec and spec.submodule_search_locations) or []:
+        if Path(location).is_dir():
+            return Path(location)
+    checkout = Path(__file__).resolve().parent.parent / "templates"
+    return checkout if (checkout / "invoice.html").is_file() else None
+
+
 @main.command()
 @click.option("-n", "--invoices", type=int, default=12, show_default=True)
 @click.option("-c", "--concurrency", type=int, default=2, show_default=True)
@@ -304,18 +317,24 @@ def demo(invoices: int, concurrency: int, timeout: float) -> None:
     """Start workers, queue sample invoices and reports with mixed priorities, show progress."""
     from pdftasks import generate_pdf
     from pdftasks.samples import sample_invoice, sample_report
-    from pdftasks.settings import get_settings
+    from pdftasks.settings import get_settings, redact_url
 
     s = get_settings()
-    where = "local files in " + str(s.home) if s.is_local else s.effective_broker_url
-    click.echo(f"broker: {where}\ntemplates: {s.templates_dir}\noutput: {s.output_dir}")
+    where = "local files in " + str(s.home) if s.is_local else redact_url(s.effective_broker_url)
+    env, templates = dict(os.environ), str(s.templates_dir)
+    samples = sample_templates_dir()
+    if not s.templates_dir.is_dir() and "templates_dir" not in s.model_fields_set and samples:
+        # No ./templates and no PDFTASKS_TEMPLATES_DIR: the worker renders the packaged samples.
+        env["PDFTASKS_TEMPLATES_DIR"] = str(samples)
+        templates = f"{samples} (the packaged samples: there is no {s.templates_dir})"
+    click.echo(f"broker: {where}\ntemplates: {templates}\noutput: {s.output_dir}")
     log_path = s.home / "demo-worker.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "pdftasks", "worker", "-c", str(concurrency),
              "-l", "WARNING", "-n", f"demo-{os.getpid()}@%h"],
-            stdout=log, stderr=subprocess.STDOUT)
+            stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         prios = ["urgent", "high", "normal", "low"]
         jobs = []

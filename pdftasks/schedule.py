@@ -1,9 +1,10 @@
 """Scheduled reports and cleanup on Celery Beat.
 
-The schedule itself lives in ``beat_schedule.py`` at the repository root (a list of
-``Entry``). Times are wall-clock times in ``PDFTASKS_TIMEZONE``, so 09:00 stays 09:00 across
-daylight-saving changes. ``PDFTASKS_SCHEDULE_<NAME>`` re-times an entry (``"08:30"``) or
-switches it off (``"off"``) without editing code.
+The schedule is a list of ``Entry`` in ``PDFTASKS_SCHEDULE_FILE``, else ./beat_schedule.py,
+else the packaged default ``pdftasks.default_schedule``. Times are wall-clock times in
+``PDFTASKS_TIMEZONE``, so 09:00 stays 09:00 across daylight-saving changes.
+``PDFTASKS_SCHEDULE_<NAME>`` re-times an entry (``"08:30"``) or switches it off (``"off"``)
+without editing code.
 
 Exactly once: beat computes the *slot* an entry fires for (the scheduled time, e.g. today
 09:00) and passes it to the task; the task claims ``(entry, slot)`` in the job store (Redis
@@ -179,29 +180,45 @@ class Entry:
 KINDS = {"daily_report", "weekly_summary", "monthly_invoices", "cleanup"}
 
 
+#: The schedule shipped in the package, used without a schedule file.
+DEFAULT_SCHEDULE = "pdftasks.default_schedule"
+
+
+def schedule_source(s: Settings) -> Path | str | None:
+    """Where the schedule comes from: ``PDFTASKS_SCHEDULE_FILE`` (None if it is missing),
+    else ./beat_schedule.py, else the packaged default (its module name)."""
+    if s.schedule_file:
+        return s.schedule_file if s.schedule_file.is_file() else None
+    local = Path.cwd() / "beat_schedule.py"
+    return local if local.is_file() else DEFAULT_SCHEDULE
+
+
 def schedule_path(s: Settings) -> Path | None:
-    """``PDFTASKS_SCHEDULE_FILE``, else ./beat_schedule.py, else the repository's."""
-    candidates = [s.schedule_file] if s.schedule_file else [
-        Path.cwd() / "beat_schedule.py", Path(__file__).resolve().parent.parent /
-        "beat_schedule.py"]
-    return next((p for p in candidates if p and p.is_file()), None)
+    """The file of the schedule (see ``schedule_source``): for the packaged default, the
+    installed ``pdftasks/default_schedule.py`` (a file to copy and edit)."""
+    source = schedule_source(s)
+    if isinstance(source, str):
+        spec = importlib.util.find_spec(source)
+        return Path(spec.origin) if spec and spec.origin else None
+    return source
 
 
 def load_entries(s: Settings) -> list[Entry]:
-    """The entries of the schedule file (its ``ENTRIES`` list)."""
-    path = schedule_path(s)
-    if path is None:
-        if s.schedule_file:
-            raise FileNotFoundError(f"PDFTASKS_SCHEDULE_FILE {s.schedule_file} does not exist")
-        return []
-    spec = importlib.util.spec_from_file_location("pdftasks_beat_schedule", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    """The entries of the schedule (its ``ENTRIES`` list)."""
+    source = schedule_source(s)
+    if source is None:
+        raise FileNotFoundError(f"PDFTASKS_SCHEDULE_FILE {s.schedule_file} does not exist")
+    if isinstance(source, str):
+        module = importlib.import_module(source)
+    else:
+        spec = importlib.util.spec_from_file_location("pdftasks_beat_schedule", source)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
     entries = list(module.ENTRIES)
     for entry in entries:
         if entry.kind not in KINDS:
-            raise ValueError(f"{path}: entry {entry.name!r} has unknown kind {entry.kind!r}")
+            raise ValueError(f"{source}: entry {entry.name!r} has unknown kind {entry.kind!r}")
         JobPriority.parse(entry.priority)
         if entry.enabled():
             entry.spec()

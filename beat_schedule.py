@@ -1,7 +1,7 @@
 """The Celery Beat schedule of pdftasks: an example to copy and edit.
 
 Beat reads PDFTASKS_SCHEDULE_FILE, else ./beat_schedule.py (the directory it runs in), else
-the packaged default pdftasks/default_schedule.py (the same entries as this file).
+the packaged default pdftasks/contrib/default_schedule.py (the same entries as this file).
 
 Times are wall-clock times in PDFTASKS_TIMEZONE (default UTC) and stay right across
 daylight-saving changes. Re-time or switch off an entry without editing this file:
@@ -10,7 +10,7 @@ Formats: "HH:MM" (daily), "mon HH:MM" (weekly), "1 HH:MM" (monthly, day 1-28),
 "every Ns" (aligned interval, for tests and demos). `pdftasks schedule` shows the next runs.
 """
 
-from pdftasks.schedule import Entry
+from pdftasks.contrib.beat import Entry
 
 ENTRIES = [
     Entry("daily-report",     at="09:00",     kind="daily_report",     priority="high"),

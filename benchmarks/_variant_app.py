@@ -37,7 +37,7 @@ if "no-extended" in _VARIANT:
     app.conf.result_extended = False
 
 if "trace" in _VARIANT:
-    import pdftasks.tasks as _tasks
+    import pdftasks.worker.tasks as _tasks
     from pdftasks.render import PDFService
 
     _files: dict[int, Any] = {}

@@ -90,13 +90,13 @@ def only_child(worker: WorkerProcess, timeout: float = 30.0) -> int:
 
 
 def completed_count(store: Any) -> int:
-    from pdftasks.enums import JobStatus
+    from pdftasks.models import JobStatus
 
     return sum(store.counts().get(JobStatus.COMPLETED, {}).values())
 
 
 def failed_count(store: Any) -> int:
-    from pdftasks.enums import JobStatus
+    from pdftasks.models import JobStatus
 
     return sum(store.counts().get(JobStatus.FAILED, {}).values())
 
@@ -105,7 +105,7 @@ def run_growth(args: argparse.Namespace, tmp: Path, server: RedisServer) -> dict
     from pdftasks import PDFQueueManager, RedisBackend
     from pdftasks.celery_app import app
     from pdftasks.samples import sample_invoice
-    from pdftasks.tasks import job_store
+    from pdftasks.worker.tasks import job_store
 
     manager = PDFQueueManager(backend=RedisBackend(url=server.url(0)))
     log(f"growth: queueing {args.renders} invoices")

@@ -187,8 +187,8 @@ def run_pdftasks(args: argparse.Namespace, redis_url: str, tmp: Path,
 
     try:
         from pdftasks import generate_pdf  # the public name
-    except ImportError:  # older layout: defined in pdftasks.tasks
-        from pdftasks.tasks import generate_pdf  # type: ignore[attr-defined,no-redef]
+    except ImportError:  # older layout: defined in pdftasks.worker.tasks
+        from pdftasks.worker.tasks import generate_pdf  # type: ignore[attr-defined,no-redef]
 
     res = SetupResult(f"pdftasks (4 queues, strict, prefetch 1, c={args.concurrency})")
     started = time.monotonic()
@@ -284,7 +284,7 @@ def run_pdftasks_sqs(args: argparse.Namespace, moto: MotoServer, tmp: Path, name
 
     from pdftasks.aws import client, ensure_queues, ensure_table, queue_attributes
     from pdftasks.celery_app import GENERATE_PDF, create_app, queue_name
-    from pdftasks.jobs import submit_jobs
+    from pdftasks.client import submit_jobs
     from pdftasks.samples import sample_invoice
     from pdftasks.settings import Settings, get_settings
 

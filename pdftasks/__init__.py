@@ -13,9 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from celery import Celery, Task
 
-    from pdftasks.enums import JobPriority, JobStatus
-    from pdftasks.errors import InvalidJobError, PdfTasksError, PermanentError, TransientError
-    from pdftasks.jobs import (
+    from pdftasks.client import (
         InMemoryBackend,
         Job,
         LocalBackend,
@@ -23,6 +21,8 @@ if TYPE_CHECKING:
         RedisBackend,
         SQSBackend,
     )
+    from pdftasks.errors import InvalidJobError, PdfTasksError, PermanentError, TransientError
+    from pdftasks.models import JobPriority, JobStatus
     from pdftasks.render import PDFService, PDFServiceConfig, RenderResult
 
     app: Celery
@@ -51,14 +51,14 @@ __all__ = [
 
 _WHERE = {
     "create_app": "pdftasks.celery_app",
-    "PDFQueueManager": "pdftasks.jobs",
-    "Job": "pdftasks.jobs",
-    "RedisBackend": "pdftasks.jobs",
-    "LocalBackend": "pdftasks.jobs",
-    "InMemoryBackend": "pdftasks.jobs",
-    "SQSBackend": "pdftasks.jobs",
-    "JobPriority": "pdftasks.enums",
-    "JobStatus": "pdftasks.enums",
+    "PDFQueueManager": "pdftasks.client",
+    "Job": "pdftasks.client",
+    "RedisBackend": "pdftasks.client",
+    "LocalBackend": "pdftasks.client",
+    "InMemoryBackend": "pdftasks.client",
+    "SQSBackend": "pdftasks.client",
+    "JobPriority": "pdftasks.models",
+    "JobStatus": "pdftasks.models",
     "PDFService": "pdftasks.render",
     "PDFServiceConfig": "pdftasks.render",
     "RenderResult": "pdftasks.render",

@@ -65,11 +65,11 @@ from kombu.transport.SQS import Transport as _SQSTransport
 from vine import promise
 
 from pdftasks.compat import kombu as compat_kombu
-from pdftasks.enums import JobPriority, JobStatus
 from pdftasks.errors import BrokerUnavailableError, InvalidDataError, StorageError
-from pdftasks.jobstore import Job, JobStore, _encode
+from pdftasks.models import JobPriority, JobStatus
 from pdftasks.settings import JOB_RETENTION_S, Settings, get_settings
 from pdftasks.storage import check_key
+from pdftasks.stores import Job, JobStore, _encode
 
 log = logging.getLogger(__name__)
 
@@ -1120,7 +1120,7 @@ def reap_dead_letters(app: Any, dry_run: bool = False, max_messages: int = 1000)
     ``get_all_jobs(status=FAILED)``, ``pdftasks jobs --status failed``), and the message
     is deleted. ``pdftasks retry`` resubmits such jobs. Returns the job ids.
     """
-    from pdftasks.tasks import app_settings, emit, job_store
+    from pdftasks.worker.tasks import app_settings, emit, job_store
 
     s = app_settings(app)
     sqs = client("sqs", s, read_timeout=30)
@@ -1169,7 +1169,7 @@ _reaper_stop = threading.Event()
 def _start_reaper(sender: Any = None, **_: Any) -> None:
     """On SQS, a worker's main process reaps dead letters every minute (daemon thread)."""
     from pdftasks.celery_app import is_pdftasks_app
-    from pdftasks.tasks import app_settings
+    from pdftasks.worker.tasks import app_settings
 
     app = getattr(sender, "app", None)
     if not is_pdftasks_app(app) or not app_settings(app).is_sqs:

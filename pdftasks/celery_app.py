@@ -11,7 +11,7 @@ from typing import Any
 from celery import Celery
 from kombu import Exchange, Queue
 
-from pdftasks.enums import JobPriority
+from pdftasks.models import JobPriority
 from pdftasks.settings import Settings, get_settings
 
 #: Name of the PDF task; routed by its ``priority`` argument.
@@ -72,7 +72,7 @@ def broker_transport_options(s: Settings) -> dict[str, Any]:
             "unacked_mutex_expire": min(300, s.visibility_timeout_s),
             "socket_timeout": 10,
             "socket_connect_timeout": 5,
-            # pdftasks.redis_transport: messages taken just as Redis went away wait here
+            # pdftasks.brokers.redis: messages taken just as Redis went away wait here
             # until they are put back on their queues.
             "rescue_dir": str(s.home / "rescued"),
         }
@@ -92,11 +92,12 @@ def celery_soft_time_limit(s: Settings) -> float:
 
 
 def result_backend_url(s: Settings) -> str:
-    """Celery's ``result_backend``: on Redis, ``pdftasks.redis_results.RedisBackend`` (Celery's
-    backend, which batch submits can tell not to follow results; see the module)."""
+    """Celery's ``result_backend``: on Redis,
+    ``pdftasks.brokers.redis_results.RedisBackend`` (Celery's backend, which batch submits
+    can tell not to follow results; see the module)."""
     url = s.effective_result_backend
     if url.startswith(("redis://", "rediss://")):
-        return f"pdftasks.redis_results.RedisBackend+{url}"
+        return f"pdftasks.brokers.redis_results.RedisBackend+{url}"
     return url
 
 
@@ -144,7 +145,7 @@ def configure(app: Celery, s: Settings) -> None:
         task_send_sent_event=True,
         # Bad messages (unknown task, undecodable, broken) are dead-lettered and
         # acknowledged, never requeued for ever nor allowed to stop the worker.
-        worker_consumer="pdftasks.guard:GuardedConsumer",
+        worker_consumer="pdftasks.worker.guard:GuardedConsumer",
         timezone=s.timezone,
         enable_utc=True,
     )
@@ -167,7 +168,9 @@ def create_app(settings: Settings | None = None) -> Celery:
     and its ``@shared_task``\ s keep theirs. Follow results with ``app.AsyncResult(id)`` or
     ``generate_pdf.AsyncResult(id)``.
     """
-    from pdftasks import monitoring, schedule, tasks, webhooks
+    from pdftasks.contrib import beat as schedule
+    from pdftasks.contrib import monitoring, webhooks
+    from pdftasks.worker import tasks
 
     app = Celery("pdftasks", set_as_current=False)
     app.pdftasks_settings = settings or get_settings()  # type: ignore[attr-defined]

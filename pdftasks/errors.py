@@ -2,7 +2,7 @@
 
 Whether an error is worth retrying is a property of its class: ``PermanentError``
 subclasses fail the job at once, ``TransientError`` subclasses are retried with
-exponential backoff (see ``pdftasks.tasks``).
+exponential backoff (see ``pdftasks.worker.tasks``).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The data of one job is untrusted: a client may send anything, and a message on a queue may
 have bypassed every client. ``check_data`` walks it without recursion, so no shape of data
 (nesting, size, types) can raise anything but ``InvalidDataError``; the worker's main process
-checks the same limits before it hands a job to a pool process (``pdftasks.guard``).
+checks the same limits before it hands a job to a pool process (``pdftasks.worker.guard``).
 """
 
 from __future__ import annotations

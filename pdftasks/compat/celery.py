@@ -1,6 +1,6 @@
 """Celery internals pdftasks uses, written for (and tested with) the versions in ``TESTED``.
 
-- ``Request._already_cancelled`` (``mark_cancelled``, called by ``pdftasks.tasks.PdfRequest.
+- ``Request._already_cancelled`` (``mark_cancelled``, called by ``pdftasks.worker.tasks.PdfRequest.
   cancel``): Celery's flag that a request was cancelled because the broker connection was
   lost; set, the message of a job whose child was killed stays unacknowledged and is
   delivered again. Outside ``TESTED``: *fallback* to Celery's own cancel, with a warning (on

@@ -2,12 +2,12 @@
 
 Outside ``TESTED`` every use falls back to kombu's stock behaviour with a warning:
 
-- ``REDIS_RESCUE`` (``pdftasks.redis_transport``: messages taken off a queue just as Redis
+- ``REDIS_RESCUE`` (``pdftasks.brokers.redis``: messages taken off a queue just as Redis
   went away are spooled and put back): reads ``Message._raw``, calls the Redis channel's
   ``_do_restore_message`` and registers the transport in ``kombu.transport.
   TRANSPORT_ALIASES`` (clearing ``_transport_cache``). Fallback: kombu's own Redis
   transport (``install`` does not register pdftasks'), which can lose such a message.
-- ``REDIS_GUARD`` (``pdftasks.guard.guard_redis_channel``: unreadable broker messages are
+- ``REDIS_GUARD`` (``pdftasks.worker.guard.guard_redis_channel``: unreadable broker messages are
   dead-lettered instead of raising into the event loop): replaces the Redis channel's
   ``handlers["BRPOP"]`` and its ``Message`` class. Fallback: the channel is not guarded (a
   broken envelope raises into the worker's consumer loop, as with stock kombu).

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from pdftasks.celery_app import create_app, queue_names
-from pdftasks.monitoring import (
+from pdftasks.contrib.monitoring import (
     HEARTBEAT_LIVENESS_MAX_AGE_S,
     HEARTBEAT_READINESS_MAX_AGE_S,
     redis_list_names,

@@ -11,7 +11,7 @@ import promql_parser
 import yaml
 
 from pdftasks.celery_app import create_app
-from pdftasks.monitoring import metrics_registry
+from pdftasks.contrib.monitoring import metrics_registry
 from pdftasks.settings import Settings
 from tests.conftest import free_port
 from tests.deploy.manifests import DEPLOY, compose, find, rendered

@@ -15,8 +15,8 @@ import redis
 from pdftasks import JobStatus
 from pdftasks.celery_app import GENERATE_PDF, create_app
 from pdftasks.errors import BrokerUnavailableError
-from pdftasks.jobstore import Job
 from pdftasks.settings import Settings
+from pdftasks.stores import Job
 from tests.conftest import REDIS_URL, TEMPLATES, free_port, wait_for
 from tests.faults.conftest import (
     Supervisor,

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from pdftasks import JobPriority, JobStatus, PDFQueueManager, PDFService, PDFServiceConfig
-from pdftasks.jobs import SQSBackend
+from pdftasks.client import SQSBackend
 from pdftasks.samples import sample_invoice
 from pdftasks.settings import Settings, get_settings
 from tests.conftest import ROOT, TEMPLATES, Worker, free_port
@@ -399,7 +399,7 @@ def test_dead_lettered_job_lands_in_failed(make_manager, aws_resources, namespac
 def test_dynamodb_store_transitions_counts_claims_and_expiry(aws_resources, namespace,
                                                              tmp_path) -> None:
     from pdftasks.aws import DynamoDBJobStore
-    from pdftasks.jobstore import Job
+    from pdftasks.stores import Job
 
     s = aws_settings(aws_resources, namespace, tmp_path)
     store = DynamoDBJobStore(TABLE, namespace, 3600, s)

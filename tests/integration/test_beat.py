@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 from pdftasks import JobStatus
-from pdftasks.jobstore import RedisJobStore
+from pdftasks.stores import RedisJobStore
 from tests.conftest import ROOT, pdf_text
 
 pytestmark = pytest.mark.integration
 
 SCHEDULE = '''
-from pdftasks.schedule import Entry
+from pdftasks.contrib.beat import Entry
 
 ENTRIES = [
     Entry("daily-report",     at="every 4s", kind="daily_report",     priority="high"),

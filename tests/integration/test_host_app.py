@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from pdftasks.enums import JobStatus
+from pdftasks.models import JobStatus
 from pdftasks.samples import sample_invoice
 from tests.conftest import ROOT, pdf_text, wait_for
 
@@ -163,7 +163,7 @@ def _address_space_mb(pid: int) -> int:
 def test_two_apps_in_one_process_keep_their_jobs_hooks_and_limits(make_manager) -> None:
     import psutil
 
-    from pdftasks.tasks import event_hooks
+    from pdftasks.worker.tasks import event_hooks
 
     # Given two managers (two apps) with different settings in one process, a worker each
     alpha = make_manager(queue_name="alpha", num_workers=1, render_memory_limit_mb=1500)

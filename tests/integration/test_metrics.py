@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pdftasks import generate_pdf
-from pdftasks.monitoring import DURATION_BUCKETS_S
+from pdftasks.contrib.monitoring import DURATION_BUCKETS_S
 from pdftasks.samples import sample_invoice
 from tests.conftest import ROOT, free_port, wait_for
 from tests.deploy.test_monitoring_config import grafana_exprs, selectors

@@ -96,7 +96,7 @@ def test_wheel_ships_every_module_the_sample_templates_and_the_default_schedule(
     samples = {f"pdftasks/sample_templates/{p.name}" for p in (ROOT / "templates").iterdir()
                if p.is_file()}
     assert samples and samples <= names, sorted(samples - names)
-    assert "pdftasks/default_schedule.py" in names and "pdftasks/py.typed" in names
+    assert "pdftasks/contrib/default_schedule.py" in names and "pdftasks/py.typed" in names
     assert not [n for n in names if n.startswith(("templates/", "tests/", "beat_schedule"))]
 
 
@@ -117,7 +117,7 @@ def test_schedule_uses_the_packaged_default(installed: Installed, tmp_path: Path
     first, *lines = proc.stdout.splitlines()
     [path] = re.findall(r"^schedule: (\S+)", first)
     assert Path(path).is_relative_to(installed.venv) and path.endswith(
-        "pdftasks/default_schedule.py"), first
+        "pdftasks/contrib/default_schedule.py"), first
     assert [line.split()[0] for line in lines] == list(_ENTRIES), proc.stdout
     # A ./beat_schedule.py (a copy of the default, edited) takes over.
     (here / "beat_schedule.py").write_text(

@@ -15,9 +15,9 @@ import pytest
 
 from pdftasks import JobStatus, generate_pdf
 from pdftasks.celery_app import app
-from pdftasks.jobstore import Job
 from pdftasks.samples import sample_invoice
-from pdftasks.tasks import job_store
+from pdftasks.stores import Job
+from pdftasks.worker.tasks import job_store
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration

@@ -5,7 +5,7 @@ record to write, the message is dead-lettered with the reason), and the next job
 A real ``pdftasks worker`` on the session's Redis; messages are pushed straight onto the
 Redis lists the way kombu's Redis transport stores them (a JSON envelope: base64 body,
 headers, properties with the delivery tag and routing), as a client that bypassed every
-check, or no client at all, could. Before ``pdftasks.guard``, the 480-level body stopped
+check, or no client at all, could. Before ``pdftasks.worker.guard``, the 480-level body stopped
 the worker's main process (``RecursionError`` while pickling the request for the pool),
 and a non-JSON envelope did too.
 """
@@ -26,9 +26,9 @@ from hypothesis import strategies as st
 
 from pdftasks import app, generate_pdf
 from pdftasks.celery_app import GENERATE_PDF
-from pdftasks.jobstore import DEAD_LETTER_EXCERPT
 from pdftasks.samples import sample_invoice
-from pdftasks.tasks import job_store, make_job
+from pdftasks.stores import DEAD_LETTER_EXCERPT
+from pdftasks.worker.tasks import job_store, make_job
 from tests.conftest import ROOT, wait_for
 
 pytestmark = pytest.mark.integration

@@ -60,8 +60,8 @@ def test_settings_default_to_local_files(monkeypatch, tmp_path) -> None:
 def test_a_redis_broker_uses_the_transport_that_puts_back_in_flight_messages(url) -> None:
     from celery import signals
 
+    from pdftasks.brokers.redis import Transport
     from pdftasks.celery_app import create_app
-    from pdftasks.redis_transport import Transport
 
     class Worker:  # what Celery sends with worker_init: the worker, which has an app
         pass

@@ -177,10 +177,10 @@ def aliases(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 def test_redis_rescue_transport_installs(aliases: dict[str, str]) -> None:
     from kombu import transport
 
-    from pdftasks import redis_transport
+    from pdftasks.brokers import redis as redis_transport
 
     redis_transport.install()
-    assert aliases["redis"] == aliases["rediss"] == "pdftasks.redis_transport:Transport"
+    assert aliases["redis"] == aliases["rediss"] == "pdftasks.brokers.redis:Transport"
     assert transport.get_transport_cls("redis") is redis_transport.Transport
 
 
@@ -190,7 +190,7 @@ def test_redis_rescue_transport_falls_back_to_kombu(
     from kombu import transport
     from kombu.transport import redis as kombu_redis
 
-    from pdftasks import redis_transport
+    from pdftasks.brokers import redis as redis_transport
 
     monkeypatch.setattr(compat_kombu, "VERSION", "5.8.0")
     redis_transport.install()
@@ -213,7 +213,7 @@ def fake_redis_channel() -> Any:
 
 
 def test_redis_guard_is_installed() -> None:
-    from pdftasks.guard import guard_redis_channel
+    from pdftasks.worker.guard import guard_redis_channel
 
     channel = fake_redis_channel()
     read, message_cls, broken = channel.handlers["BRPOP"], channel.Message, []
@@ -224,7 +224,7 @@ def test_redis_guard_is_installed() -> None:
 
 def test_redis_guard_falls_back_unguarded(monkeypatch: pytest.MonkeyPatch,
                                           caplog: pytest.LogCaptureFixture) -> None:
-    from pdftasks.guard import guard_redis_channel
+    from pdftasks.worker.guard import guard_redis_channel
 
     monkeypatch.setattr(compat_kombu, "VERSION", "6.0.0")
     channel = fake_redis_channel()
@@ -259,7 +259,7 @@ def test_cancel_flag_set_or_celerys_own_cancel(monkeypatch: pytest.MonkeyPatch,
                                               caplog: pytest.LogCaptureFixture) -> None:
     from celery.worker.request import Request
 
-    from pdftasks.tasks import PdfRequest
+    from pdftasks.worker.tasks import PdfRequest
 
     monkeypatch.setattr(Request, "cancel", lambda self, pool, signal=None, emit_retry=True: None)
     request = PdfRequest.__new__(PdfRequest)

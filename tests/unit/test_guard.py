@@ -1,4 +1,4 @@
-"""The worker's message checks (``pdftasks.guard``) and the job stores' dead-letter lists,
+"""The worker's message checks (``pdftasks.worker.guard``) and the job stores' dead-letter lists,
 without a worker: kombu messages built in memory."""
 
 from __future__ import annotations
@@ -11,10 +11,12 @@ from typing import Any
 import pytest
 from kombu.message import Message
 
-from pdftasks import jobstore
+from pdftasks import stores as jobstore
 from pdftasks.celery_app import GENERATE_PDF
 from pdftasks.errors import InvalidDataError, InvalidJobError, InvalidPriorityError
-from pdftasks.guard import (
+from pdftasks.limits import DataLimits
+from pdftasks.stores import DEAD_LETTER_EXCERPT, SqliteJobStore, dead_letter_entry
+from pdftasks.worker.guard import (
     InvalidMessageError,
     body_limit,
     check_job_message,
@@ -23,8 +25,6 @@ from pdftasks.guard import (
     excerpt,
     job_id_of,
 )
-from pdftasks.jobstore import DEAD_LETTER_EXCERPT, SqliteJobStore, dead_letter_entry
-from pdftasks.limits import DataLimits
 
 LIMITS = DataLimits(max_bytes=10_000)
 KWARGS = {"template": "invoice.html", "data": {"n": 1}, "output_filename": "x.pdf"}
@@ -196,7 +196,7 @@ class _Message:
     ([None, 30], [90.0, 30]),
 ])
 def test_message_time_limits_are_held_to_the_workers(asked, kept) -> None:
-    from pdftasks.guard import cap_time_limits
+    from pdftasks.worker.guard import cap_time_limits
 
     message = _Message({"task": "pdftasks.generate_pdf", "timelimit": asked})
     cap_time_limits(message, None, (90.0, 60.0))

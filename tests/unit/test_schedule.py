@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from pdftasks.celery_app import create_app
-from pdftasks.enums import JobStatus
-from pdftasks.jobstore import Job
-from pdftasks.schedule import Entry, Spec, cleanup, load_entries
+from pdftasks.contrib.beat import Entry, Spec, cleanup, load_entries
+from pdftasks.models import JobStatus
 from pdftasks.settings import Settings
-from pdftasks.tasks import job_store
+from pdftasks.stores import Job
+from pdftasks.worker.tasks import job_store
 from tests.conftest import ROOT
 
 BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")

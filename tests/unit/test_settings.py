@@ -56,7 +56,7 @@ def test_unknown_keys_are_refused_by_name() -> None:
 
 
 def test_queue_manager_refuses_unknown_settings(tmp_path: Path) -> None:
-    from pdftasks.jobs import LocalBackend, PDFQueueManager
+    from pdftasks.client import LocalBackend, PDFQueueManager
 
     with pytest.raises(ValidationError, match="unknown setting 'typo'"):
         PDFQueueManager(backend=LocalBackend(tmp_path), settings={"typo": 1})

@@ -16,10 +16,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from pdftasks import webhooks
-from pdftasks.enums import JobPriority, JobStatus
-from pdftasks.jobstore import Job
-from pdftasks.webhooks import UnsafeCallbackError, check_callback_url
+from pdftasks.contrib import webhooks
+from pdftasks.contrib.webhooks import UnsafeCallbackError, check_callback_url
+from pdftasks.models import JobPriority, JobStatus
+from pdftasks.stores import Job
 
 
 @pytest.mark.parametrize("url", [

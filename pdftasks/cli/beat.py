@@ -30,7 +30,7 @@ def beat(loglevel: str | None, celery_args: tuple[str, ...]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON document per entry.")
 def show_schedule(as_json: bool) -> None:
     """Print the schedule's entries and their next run times (in PDFTASKS_TIMEZONE)."""
-    from pdftasks.schedule import load_entries, schedule_path
+    from pdftasks.contrib.beat import load_entries, schedule_path
     from pdftasks.settings import get_settings
 
     s = get_settings()
@@ -60,7 +60,7 @@ def cleanup(days: float | None, dry_run: bool) -> None:
     """Delete old PDFs (only inside the output dir, never through symlinks), their job
     records and expired results."""
     from pdftasks.celery_app import app
-    from pdftasks.schedule import cleanup as run_cleanup
+    from pdftasks.contrib.beat import cleanup as run_cleanup
     from pdftasks.settings import get_settings
 
     s = get_settings()

@@ -10,7 +10,7 @@ asked for later with ``.get()`` still subscribes then, and reads a result stored
 Everything else, including ``generate_pdf.delay(...).get()``, is Celery's backend unchanged.
 
 ``pdftasks.celery_app`` selects it for ``redis://`` and ``rediss://`` result backends
-(``pdftasks.redis_results.RedisBackend+redis://…``, Celery's ``Class+URL`` form).
+(``pdftasks.brokers.redis_results.RedisBackend+redis://…``, Celery's ``Class+URL`` form).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""The sample report source (``PDFTASKS_REPORT_SOURCE=pdftasks.reports:sample_source``).
+"""The sample report source (``PDFTASKS_REPORT_SOURCE=pdftasks.contrib.reports:sample_source``).
 
-A report source is any object with the three methods of ``pdftasks.schedule.ReportSource``;
+A report source is any object with the three methods of ``pdftasks.contrib.beat.ReportSource``;
 point ``PDFTASKS_REPORT_SOURCE`` at your own (``myapp.reports:source``) to report real data.
 """
 

@@ -83,7 +83,7 @@ class Heartbeat(bootsteps.StartStopStep):
     requires = ("celery.worker.components:Timer",)
 
     def __init__(self, worker: Any, **kwargs: Any) -> None:
-        from pdftasks.tasks import app_settings
+        from pdftasks.worker.tasks import app_settings
 
         s = app_settings(worker.app)
         self.path: Path | None = s.heartbeat_file
@@ -181,7 +181,7 @@ class JsonFormatter(logging.Formatter):
 def _json_logs_wanted(app: Any = None) -> bool:
     """JSON logs by ``app``'s settings (default: the environment's)."""
     from pdftasks.settings import get_settings
-    from pdftasks.tasks import app_settings
+    from pdftasks.worker.tasks import app_settings
 
     return (app_settings(app) if app is not None else get_settings()).log_format == "json"
 
@@ -245,8 +245,8 @@ def _attempt_ended(sender: Any = None, task_id: str | None = None, **_: Any) -> 
 def _attempt_facts(app: Celery, job_id: str) -> tuple[str | None, str | None, float | None]:
     """(priority label, template, duration s) of the attempt that just ended."""
     from pdftasks.compat.celery import get_current_task
-    from pdftasks.enums import JobPriority
-    from pdftasks.tasks import job_store
+    from pdftasks.models import JobPriority
+    from pdftasks.worker.tasks import job_store
 
     task = get_current_task()
     if task is not None and task.request.id == job_id:
@@ -268,7 +268,7 @@ def _attempt_facts(app: Celery, job_id: str) -> tuple[str | None, str | None, fl
 
 def redis_of(store: Any) -> Any:
     """The Redis client of a Redis job store; None for other stores (no worker counters)."""
-    from pdftasks.jobstore import RedisJobStore
+    from pdftasks.stores import RedisJobStore
 
     return store.client if isinstance(store, RedisJobStore) else None
 
@@ -302,11 +302,11 @@ def record_attempt(client: Any, namespace: str, outcome: str, priority: str,
 
 
 def on_job_event(app: Celery, event: str, job_id: str, error: str | None) -> None:
-    """Job event hook (``pdftasks.tasks.event_hooks``): log the attempt and count it."""
+    """Job event hook (``pdftasks.worker.tasks.event_hooks``): log the attempt and count it."""
     outcome = _OUTCOMES.get(event)
     if outcome is None:
         return
-    from pdftasks.tasks import app_settings, job_store
+    from pdftasks.worker.tasks import app_settings, job_store
 
     priority, template, duration = _attempt_facts(app, job_id)
     fields = {"job_id": job_id, "priority": priority, "template": template,
@@ -327,7 +327,7 @@ def on_job_event(app: Celery, event: str, job_id: str, error: str | None) -> Non
 
 def install(app: Any) -> None:
     """Add monitoring to ``app``: heartbeat bootstep, job event hook (logs and metrics)."""
-    from pdftasks.tasks import event_hooks
+    from pdftasks.worker.tasks import event_hooks
 
     app.steps["worker"].add(Heartbeat)
     if on_job_event not in event_hooks(app):
@@ -358,7 +358,7 @@ def queue_depths(app: Celery, redis_client: Any = None) -> dict[str, int]:
     that no worker has taken yet: the number KEDA scales on.
     """
     from pdftasks.celery_app import queue_names
-    from pdftasks.tasks import app_settings
+    from pdftasks.worker.tasks import app_settings
 
     names = queue_names(app_settings(app).queue_namespace)
     options = app.conf.broker_transport_options or {}
@@ -398,7 +398,7 @@ class PdfTasksCollector:
     """
 
     def __init__(self, app: Celery) -> None:
-        from pdftasks.tasks import app_settings
+        from pdftasks.worker.tasks import app_settings
 
         self.app = app
         self.settings = app_settings(app)
@@ -407,7 +407,7 @@ class PdfTasksCollector:
         self._broker_redis: Any = None
 
     def _clients(self) -> tuple[Any, Any]:
-        from pdftasks.jobstore import open_store
+        from pdftasks.stores import open_store
 
         with self._lock:
             if self._store is None:
@@ -430,7 +430,7 @@ class PdfTasksCollector:
             HistogramMetricFamily,
         )
 
-        from pdftasks.enums import JobPriority
+        from pdftasks.models import JobPriority
 
         up = 1
         priorities = [p.label for p in JobPriority]

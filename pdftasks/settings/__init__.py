@@ -7,7 +7,7 @@ that the README is up to date).
 
 Explicit construction is strict: ``Settings(typo=1)`` raises, naming the unknown key.
 Unknown ``PDFTASKS_*`` environment variables are ignored (``PDFTASKS_SCHEDULE_<NAME>`` is
-read by :mod:`pdftasks.schedule`). Secrets are :class:`pydantic.SecretStr`
+read by :mod:`pdftasks.contrib.beat`). Secrets are :class:`pydantic.SecretStr`
 (``.get_secret_value()`` gives the value), and ``repr()`` hides URL passwords;
 :meth:`Settings.to_env` gives the real values (for worker subprocesses).
 """
@@ -116,7 +116,7 @@ class Settings(BaseSettings):
         None, json_schema_extra=_shown("derived"),
         description="Celery result backend URL. Unset = the Redis broker URL; on SQS the "
                     "DynamoDB table; else `file://$PDFTASKS_HOME/results`. A `redis://` URL "
-                    "is served through `pdftasks.redis_results`, which lets batch submits "
+                    "is served through `pdftasks.brokers.redis_results`, which lets batch submits "
                     "skip result subscriptions.")
     home: Path = Field(
         Path(".pdftasks"),
@@ -224,10 +224,10 @@ class Settings(BaseSettings):
         "UTC", description="IANA time zone of the schedule's wall-clock times.")
     schedule_file: Path | None = Field(
         None, json_schema_extra=_shown(
-            "`./beat_schedule.py`, else the packaged `pdftasks.default_schedule`"),
+            "`./beat_schedule.py`, else the packaged `pdftasks.contrib.default_schedule`"),
         description="The beat schedule file.")
     report_source: str = Field(
-        "pdftasks.reports:sample_source",
+        "pdftasks.contrib.reports:sample_source",
         description="`module:object` giving the data of scheduled reports.")
     beat_grace_s: int = Field(
         3600, ge=0,
@@ -512,7 +512,7 @@ OTHER_VARIABLES: dict[str, tuple[str, str]] = {
     "SCHEDULE_<NAME>": (
         "the entry's `at`",
         "Re-time (`08:30`) or disable (`off`) one beat entry; `<NAME>` is the entry's name "
-        "in capitals, dashes as underscores (read by `pdftasks.schedule`)."),
+        "in capitals, dashes as underscores (read by `pdftasks.contrib.beat`)."),
 }
 
 TABLE_START = "<!-- settings-table:start -->"

@@ -1,6 +1,6 @@
 """Celery tasks. Thin: they check, call the renderer, and move the job record along.
 
-Lifecycle of a job record (``pdftasks.jobstore``), each step an atomic transition:
+Lifecycle of a job record (``pdftasks.stores``), each step an atomic transition:
 PENDING → PROCESSING → COMPLETED | FAILED, with RETRYING between attempts and CANCELLED
 from PENDING or RETRYING. Every terminal transition happens once and publishes one event.
 """
@@ -26,15 +26,14 @@ from celery.worker.request import Request
 from kombu.exceptions import OperationalError
 
 from pdftasks.celery_app import GENERATE_PDF, is_pdftasks_app
-from pdftasks.enums import TENANT_KEY, JobPriority, JobStatus
 from pdftasks.errors import (
     BrokerUnavailableError,
     PermanentError,
     RenderTimeoutError,
     TransientError,
 )
-from pdftasks.jobstore import Job, JobStore, open_store
 from pdftasks.limits import DataLimits, check_data
+from pdftasks.models import TENANT_KEY, JobPriority, JobStatus
 from pdftasks.render import (
     PDFService,
     PDFServiceConfig,
@@ -46,6 +45,7 @@ from pdftasks.render import (
 )
 from pdftasks.settings import Settings, get_settings
 from pdftasks.storage import check_output_filename, storage_key
+from pdftasks.stores import Job, JobStore, open_store
 
 log = logging.getLogger(__name__)
 
@@ -356,7 +356,7 @@ class PoisonJobError(PermanentError):
 
 def adopt_job(app: Celery, job_id: str, bound: Mapping[str, Any]) -> bool:
     """Record a job whose message came without a record (queued by a client that bypassed
-    pdftasks, e.g. ``send_task``; its arguments were checked by ``pdftasks.guard``): a
+    pdftasks, e.g. ``send_task``; its arguments were checked by ``pdftasks.worker.guard``): a
     PENDING record from its arguments, made once. True if it was made here."""
     store = job_store(app)
     if not patiently(store.claim, f"adopt:{job_id}", app_settings(app).job_retention_s):
@@ -446,7 +446,7 @@ def register(app: Celery) -> Task:
         max_retries=s.default_max_retries,
         # The worker's main process checks each message (size, shape, data limits) before
         # Celery builds its request; a bad one fails its job instead of stopping the worker.
-        Strategy="pdftasks.guard:job_strategy",
+        Strategy="pdftasks.worker.guard:job_strategy",
     )
 
 
@@ -458,9 +458,9 @@ def _worker_starts(sender: Any = None, **_: Any) -> None:
         return
     if app_settings(app).effective_broker_url.startswith(("redis://", "rediss://")):
         # kombu's Redis transport, plus: a message taken off its queue just as Redis went
-        # away is put back when Redis is reachable again, not lost (pdftasks.redis_transport).
+        # away is put back when Redis is reachable again, not lost (pdftasks.brokers.redis).
         # Installed when a pdftasks worker starts, never on import or in clients.
-        from pdftasks import redis_transport
+        from pdftasks.brokers import redis as redis_transport
 
         redis_transport.install()
     if not harfbuzz_subset_available():

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from pdftasks.enums import JobPriority, JobStatus
 from pdftasks.errors import BrokerUnavailableError
+from pdftasks.models import JobPriority, JobStatus
 from pdftasks.settings import JOB_RETENTION_S, Settings
 
 _TIMES = ("created_at", "started_at", "completed_at")
@@ -210,7 +210,7 @@ class JobStore(ABC):
         return sum(self.counts()[JobStatus.PENDING].values())
 
     def dead_letter(self, reason: str, info: dict[str, Any]) -> None:
-        """Keep a message no job record could take (``pdftasks.guard``): ``reason`` and
+        """Keep a message no job record could take (``pdftasks.worker.guard``): ``reason`` and
         ``info`` (queue, task, message id, excerpts of body and headers), bounded by
         ``dead_letter_entry``. This default only logs it; stores override it to keep it."""
         log.error("dead letter (not kept by this job store): %s",

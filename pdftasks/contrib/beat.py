@@ -1,7 +1,7 @@
 """Scheduled reports and cleanup on Celery Beat.
 
 The schedule is a list of ``Entry`` in ``PDFTASKS_SCHEDULE_FILE``, else ./beat_schedule.py,
-else the packaged default ``pdftasks.default_schedule``. Times are wall-clock times in
+else the packaged default ``pdftasks.contrib.default_schedule``. Times are wall-clock times in
 ``PDFTASKS_TIMEZONE``, so 09:00 stays 09:00 across daylight-saving changes.
 ``PDFTASKS_SCHEDULE_<NAME>`` re-times an entry (``"08:30"``) or switches it off (``"off"``)
 without editing code.
@@ -33,7 +33,7 @@ from typing import Any, Protocol
 from celery import Celery, schedules
 from celery.beat import PersistentScheduler
 
-from pdftasks.enums import JobPriority, JobStatus
+from pdftasks.models import JobPriority, JobStatus
 from pdftasks.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -181,7 +181,7 @@ KINDS = {"daily_report", "weekly_summary", "monthly_invoices", "cleanup"}
 
 
 #: The schedule shipped in the package, used without a schedule file.
-DEFAULT_SCHEDULE = "pdftasks.default_schedule"
+DEFAULT_SCHEDULE = "pdftasks.contrib.default_schedule"
 
 
 def schedule_source(s: Settings) -> Path | str | None:
@@ -195,7 +195,7 @@ def schedule_source(s: Settings) -> Path | str | None:
 
 def schedule_path(s: Settings) -> Path | None:
     """The file of the schedule (see ``schedule_source``): for the packaged default, the
-    installed ``pdftasks/default_schedule.py`` (a file to copy and edit)."""
+    installed ``pdftasks/contrib/default_schedule.py`` (a file to copy and edit)."""
     source = schedule_source(s)
     if isinstance(source, str):
         spec = importlib.util.find_spec(source)
@@ -246,7 +246,7 @@ class Scheduler(PersistentScheduler):
     in every client), and passing each firing the slot it belongs to."""
 
     def setup_schedule(self) -> None:
-        from pdftasks.tasks import app_settings
+        from pdftasks.worker.tasks import app_settings
 
         self.app.conf.beat_schedule = beat_schedule(self.app, app_settings(self.app))
         super().setup_schedule()
@@ -288,8 +288,8 @@ _CUSTOMER = re.compile(r"[^A-Za-z0-9_-]+")
 def run_entry(app: Celery, entry: str, kind: str, slot: str | None, priority: str,
               template: str | None) -> dict[str, Any]:
     """Body of the scheduled task: claim the slot, then fan out the PDF jobs."""
-    from pdftasks.jobs import submit_jobs
-    from pdftasks.tasks import app_settings, job_store
+    from pdftasks.client import submit_jobs
+    from pdftasks.worker.tasks import app_settings, job_store
 
     s = app_settings(app)
     tz = zoneinfo.ZoneInfo(s.timezone)
@@ -351,7 +351,7 @@ def cleanup(app: Celery, days: float, dry_run: bool = False) -> CleanupReport:
     dead-lettered are recorded as FAILED first.
     """
     from pdftasks.storage import storage_for
-    from pdftasks.tasks import app_settings, job_store
+    from pdftasks.worker.tasks import app_settings, job_store
 
     s = app_settings(app)
     cutoff = time.time() - days * 86400
@@ -394,7 +394,7 @@ def _expire_results(app: Celery, s: Settings) -> int:
 
 def register(app: Celery) -> None:
     """The scheduled-entry task, the schedule and the scheduler class, on ``app``."""
-    from pdftasks.tasks import app_settings
+    from pdftasks.worker.tasks import app_settings
 
     s = app_settings(app)
 
@@ -405,7 +405,7 @@ def register(app: Celery) -> None:
         return run_entry(self.app, entry, kind, slot, priority, template)
 
     app.conf.update(
-        beat_scheduler="pdftasks.schedule:Scheduler",
+        beat_scheduler="pdftasks.contrib.beat:Scheduler",
         beat_schedule_filename=str(s.home / "celerybeat-schedule"),
         beat_cron_starting_deadline=s.beat_grace_s or None,
     )

@@ -22,14 +22,14 @@ from urllib.parse import quote
 
 from celery import Celery
 
+from pdftasks.brokers.redis_results import untracked
 from pdftasks.celery_app import GENERATE_PDF, create_app, queue_names
-from pdftasks.enums import JobPriority, JobStatus
 from pdftasks.errors import JobNotFoundError
-from pdftasks.jobstore import Job, JobStore
-from pdftasks.redis_results import untracked
+from pdftasks.models import JobPriority, JobStatus
 from pdftasks.render import PDFService
 from pdftasks.settings import Settings, get_settings
-from pdftasks.tasks import check_broker, job_store, make_job, submit_checks
+from pdftasks.stores import Job, JobStore
+from pdftasks.worker.tasks import check_broker, job_store, make_job, submit_checks
 
 log = logging.getLogger(__name__)
 
@@ -544,7 +544,7 @@ def submit_jobs(app: Celery, jobs: Iterable[Mapping[str, Any]],
     published = 0
     try:
         # Not followed for results (job ids are returned, the job store follows them): no
-        # result-channel subscription per job on Redis (pdftasks.redis_results).
+        # result-channel subscription per job on Redis (pdftasks.brokers.redis_results).
         with untracked(), app.producer_or_acquire() as producer:
             for start in range(0, len(records), _BATCH):
                 chunk = records[start:start + _BATCH]

@@ -87,7 +87,7 @@ def metrics(port: int | None, address: str) -> None:
     from prometheus_client import start_http_server
 
     from pdftasks.celery_app import app
-    from pdftasks.monitoring import configure_logging, log, metrics_registry
+    from pdftasks.contrib.monitoring import configure_logging, log, metrics_registry
     from pdftasks.settings import get_settings
 
     s = get_settings()
@@ -115,7 +115,7 @@ def metrics(port: int | None, address: str) -> None:
 @click.option("--ready", is_flag=True, help="Also require the worker to be consuming.")
 def heartbeat(path: Path | None, max_age: float | None, ready: bool) -> None:
     """Check a worker's heartbeat file; print it; exit 1 if stale (or not consuming)."""
-    from pdftasks.monitoring import (
+    from pdftasks.contrib.monitoring import (
         HEARTBEAT_LIVENESS_MAX_AGE_S,
         HEARTBEAT_READINESS_MAX_AGE_S,
         read_heartbeat,

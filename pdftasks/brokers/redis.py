@@ -14,7 +14,7 @@ the job is delivered again instead of lost. The spool is on disk so that a worke
 before the broker is back (Celery sometimes does on a lost connection) leaves the message to
 the next worker started with the same home. If the unacked record was written after all (the
 reply, not the command, was lost), the job is delivered twice; it runs at most once because
-the worker claims it in the job store first (see ``pdftasks.tasks``).
+the worker claims it in the job store first (see ``pdftasks.worker.tasks``).
 
 ``install()`` makes ``redis://`` and ``rediss://`` URLs use it in this process (the URLs keep
 their scheme, which tools such as Flower read); ``pdftasks.celery_app`` calls it for a Redis

@@ -8,7 +8,8 @@ raised while it takes a message in reach its consumer loop, which stops the whol
 
 Three layers, each catching what the one below lets through:
 
-- ``job_strategy``, the ``Strategy`` of ``generate_pdf`` (set in ``pdftasks.tasks.register``):
+- ``job_strategy``, the ``Strategy`` of ``generate_pdf`` (set in
+  ``pdftasks.worker.tasks.register``):
   before Celery builds its request, checks the body's size, decodes it (the decoded body is
   cached on the message, so Celery does not decode it again), checks the headers and the
   arguments' shape and types, and the job's data with ``pdftasks.limits.check_data``. A bad
@@ -44,10 +45,10 @@ from celery.worker.consumer import Consumer
 from celery.worker.strategy import default as default_strategy
 from kombu.exceptions import ContentDisallowed, DecodeError
 
-from pdftasks.enums import JobPriority, JobStatus
 from pdftasks.errors import BrokerUnavailableError, InvalidDataError, InvalidJobError
-from pdftasks.jobstore import DEAD_LETTER_EXCERPT, Job
 from pdftasks.limits import DataLimits, check_data
+from pdftasks.models import JobPriority, JobStatus
+from pdftasks.stores import DEAD_LETTER_EXCERPT, Job
 
 log = logging.getLogger(__name__)
 
@@ -436,7 +437,7 @@ def _ack(message: Any, errors: tuple[type[BaseException], ...]) -> None:
 
 def dead_letter(app: Any, reason: str, info: dict[str, Any]) -> None:
     """Keep a refused message's reason and excerpts in the job store; never raises."""
-    from pdftasks.tasks import job_store
+    from pdftasks.worker.tasks import job_store
 
     log.error("message refused and dead-lettered: %s (queue %s, task %s, id %s)", reason,
               info.get("queue"), info.get("task"), info.get("message_id"))
@@ -451,7 +452,7 @@ def record_failure(app: Any, job_id: str, error: str, bound: Mapping[str, Any] |
     """Fail job ``job_id``'s record: ``"failed"``; ``"created"`` when there was none and
     ``create`` (a FAILED record from what ``bound`` shows); ``"final"`` when it had ended;
     ``"absent"``. Raises ``BrokerUnavailableError`` when the job store is unreachable."""
-    from pdftasks.tasks import _RUNNABLE, job_store
+    from pdftasks.worker.tasks import _RUNNABLE, job_store
 
     store = job_store(app)
     now = dt.datetime.now(dt.UTC)
@@ -512,7 +513,7 @@ class Refuser:
         """Fail job ``job_id``'s record (see ``record_failure``) and tell listeners and
         Celery; dead-letter what no record took (``info()`` describes it). False, with
         nothing done, when the job store cannot be reached."""
-        from pdftasks.tasks import describe, emit
+        from pdftasks.worker.tasks import describe, emit
 
         error = _cut(describe(exc))
         outcome = "absent"
@@ -572,7 +573,7 @@ class GuardedStrategy:
 
     def __init__(self, task: Any, app: Any, consumer: Any, handler: Callable[..., Any],
                  is_job: bool) -> None:
-        from pdftasks.tasks import app_settings
+        from pdftasks.worker.tasks import app_settings
 
         self.task, self.handler, self.is_job = task, handler, is_job
         s = app_settings(app)

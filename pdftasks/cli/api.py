@@ -61,7 +61,7 @@ def api(host: str, port: int, workers: int, log_level: str, access_log: bool,
         return
     s = get_settings()
     if webhook_secret_for is not None:
-        from pdftasks.webhooks import tenant_secret
+        from pdftasks.contrib.webhooks import tenant_secret
 
         if not s.webhook_secret:
             raise click.UsageError("PDFTASKS_WEBHOOK_SECRET is not set")

@@ -20,9 +20,9 @@ service needs on top:
 - **Rate limiting** per API key: ``PDFTASKS_API_RATE_LIMIT_PER_MIN`` requests per clock
   minute (fixed window in Redis), then 429 with ``Retry-After``.
 - **Webhooks**: ``callback_url`` is checked here and delivered by the workers
-  (:mod:`pdftasks.webhooks`).
+  (:mod:`pdftasks.contrib.webhooks`).
 
-Jobs go through the job API (:class:`pdftasks.jobs.PDFQueueManager`). The API keeps its own
+Jobs go through the job API (:class:`pdftasks.client.PDFQueueManager`). The API keeps its own
 state in the same Redis as the job store, under ``{namespace}:api:``: a sorted set of job
 ids per tenant (listing), rate-limit windows, idempotency keys and submit counters.
 """
@@ -61,18 +61,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pdftasks.enums import JobPriority, JobStatus
-from pdftasks.errors import (
-    BrokerUnavailableError,
-    InvalidJobError,
-    TemplateNotFoundError,
-    UnsafePathError,
-)
-from pdftasks.limits import DataLimits, check_data
-from pdftasks.render import resolve_inside
-from pdftasks.settings import Settings, get_settings
-from pdftasks.storage import check_output_filename
-from pdftasks.webhooks import (
+from pdftasks.contrib.webhooks import (
     CALLBACK_KEY,
     RESERVED_METADATA,
     TENANT_KEY,
@@ -80,6 +69,17 @@ from pdftasks.webhooks import (
     check_callback_url,
     job_document,
 )
+from pdftasks.errors import (
+    BrokerUnavailableError,
+    InvalidJobError,
+    TemplateNotFoundError,
+    UnsafePathError,
+)
+from pdftasks.limits import DataLimits, check_data
+from pdftasks.models import JobPriority, JobStatus
+from pdftasks.render import resolve_inside
+from pdftasks.settings import Settings, get_settings
+from pdftasks.storage import check_output_filename
 
 log = logging.getLogger(__name__)
 
@@ -470,7 +470,7 @@ class ApiState:
         from redis.backoff import ExponentialBackoff, NoBackoff
         from redis.retry import Retry
 
-        from pdftasks.jobs import PDFQueueManager, RedisBackend
+        from pdftasks.client import PDFQueueManager, RedisBackend
 
         s = settings or get_settings()
         url = s.effective_job_store_url
@@ -843,7 +843,7 @@ class SubmitBatcher:
 
 
 class ApiMetrics:
-    """Prometheus metrics of the API: the queue's own metrics (``pdftasks.monitoring``:
+    """Prometheus metrics of the API: the queue's own metrics (``pdftasks.contrib.monitoring``:
     job records per status and priority, completed and failed jobs per priority, queue
     depth per priority; exact for all processes and workers, read from Redis at each
     scrape), jobs submitted through the API per priority (Redis counters), workers
@@ -853,7 +853,7 @@ class ApiMetrics:
     def __init__(self, state: ApiState) -> None:
         from prometheus_client import CollectorRegistry, Histogram
 
-        from pdftasks.monitoring import PdfTasksCollector
+        from pdftasks.contrib.monitoring import PdfTasksCollector
 
         self.state = state
         self.queue = PdfTasksCollector(state.manager.app)

@@ -12,7 +12,7 @@ Formats: "HH:MM" (daily), "mon HH:MM" (weekly), "1 HH:MM" (monthly, day 1-28),
 "every Ns" (aligned interval, for tests and demos). `pdftasks schedule` shows the next runs.
 """
 
-from pdftasks.schedule import Entry
+from pdftasks.contrib.beat import Entry
 
 ENTRIES = [
     Entry("daily-report",     at="09:00",     kind="daily_report",     priority="high"),

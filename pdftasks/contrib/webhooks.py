@@ -1,6 +1,7 @@
 """Webhooks: signed POSTs to a job's ``callback_url`` on completion or final failure.
 
-Delivered from the worker side: an event hook of the app (``pdftasks.tasks.event_hooks``) sees each
+Delivered from the worker side: an event hook of the app
+(``pdftasks.worker.tasks.event_hooks``) sees each
 published transition; for ``completed`` and ``failed`` (final, not ``retrying``) of a job
 whose metadata has a ``callback_url`` it queues ``pdftasks.deliver_webhook`` on the
 ``{namespace}.high`` queue, which every ``pdftasks worker`` consumes. That task POSTs the job
@@ -40,8 +41,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from pdftasks.enums import TENANT_KEY
 from pdftasks.errors import InvalidJobError, PermanentError, TransientError
+from pdftasks.models import TENANT_KEY
 
 log = logging.getLogger(__name__)
 
@@ -311,7 +312,7 @@ def delivery_headers(secret: str, event: str, delivery_id: str, body: bytes,
 
 def _deliver(task: Any, url: str, payload: dict[str, Any], tenant: str | None = None) -> int:
     """Celery task body: one signed delivery attempt; raise to retry."""
-    from pdftasks.tasks import app_settings
+    from pdftasks.worker.tasks import app_settings
 
     s = app_settings(task.app)
     if not s.webhook_secret:
@@ -356,7 +357,7 @@ def on_event(app: Any, event: str, job_id: str, error: str | None) -> None:
     if event not in ("completed", "failed"):
         return
     from pdftasks.celery_app import queue_name
-    from pdftasks.tasks import app_settings, job_store
+    from pdftasks.worker.tasks import app_settings, job_store
 
     job = job_store(app).get(job_id)
     url = job.metadata.get(CALLBACK_KEY) if job is not None else None
@@ -370,7 +371,7 @@ def on_event(app: Any, event: str, job_id: str, error: str | None) -> None:
 
 def install(app: Any) -> None:
     """Register webhook delivery on ``app`` (task and event hook)."""
-    from pdftasks.tasks import app_settings, event_hooks
+    from pdftasks.worker.tasks import app_settings, event_hooks
 
     s = app_settings(app)
     app.task(

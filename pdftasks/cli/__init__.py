@@ -13,8 +13,8 @@ from typing import Any
 
 import click
 
-from pdftasks.enums import JobPriority, JobStatus
 from pdftasks.errors import PdfTasksError
+from pdftasks.models import JobPriority, JobStatus
 
 PRIORITY_CHOICE = click.Choice([p.label for p in JobPriority], case_sensitive=False)
 
@@ -105,7 +105,7 @@ def submit(template: str, output_filename: str, data: str | None, data_file: str
 
 
 def _manager() -> Any:
-    from pdftasks.jobs import PDFQueueManager
+    from pdftasks.client import PDFQueueManager
 
     return PDFQueueManager()
 
@@ -305,7 +305,7 @@ def sample_templates_dir() -> Path | None:
     for location in (spec and spec.submodule_search_locations) or []:
         if Path(location).is_dir():
             return Path(location)
-    checkout = Path(__file__).resolve().parent.parent / "templates"
+    checkout = Path(__file__).resolve().parents[2] / "templates"
     return checkout if (checkout / "invoice.html").is_file() else None
 
 
@@ -401,5 +401,5 @@ def _add_commands(*modules: str) -> None:
             main.add_command(command)
 
 
-_add_commands("pdftasks.schedule_cli", "pdftasks.api_cli", "pdftasks.ops_cli",
-              "pdftasks.aws_cli")
+_add_commands("pdftasks.cli.beat", "pdftasks.cli.api", "pdftasks.cli.ops",
+              "pdftasks.cli.aws")

@@ -1,0 +1,1 @@
+"""Broker specifics: Redis (rescue transport, results), SQS."""

@@ -1,0 +1,1 @@
+"""Plugins on an app: webhooks, monitoring, the beat schedule and reports."""

@@ -1,0 +1,1 @@
+"""The worker side: the generate_pdf task, its request, the message guard."""

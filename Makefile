@@ -15,6 +15,7 @@ test:
 	bash scripts/setup.sh --test
 	$(VENV)/bin/ruff check pdftasks tests benchmarks
 	$(VENV)/bin/mypy pdftasks
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
 test-unit: setup

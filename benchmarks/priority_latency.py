@@ -56,7 +56,7 @@ SQS mode (``--broker sqs``)
   ``--sqs-dynamodb`` puts them on DynamoDB (moto) as in a full AWS deployment. PDFs go
   to a local directory. Each phase has its own queue namespace (four SQS queues,
   ``--sqs-wait`` s long polling) and ``--concurrency`` worker processes in total:
-  1. pdftasks' priority polling (``pdftasks.aws.Channel``): a free process polls the
+  1. pdftasks' priority polling (``pdftasks.brokers.sqs.Channel``): a free process polls the
      queues urgent first;
   2. kombu's own polling (``PDFTASKS_SQS_PRIORITY_POLLING=false``): one independent loop
      per queue;
@@ -282,9 +282,11 @@ def run_pdftasks_sqs(args: argparse.Namespace, moto: MotoServer, tmp: Path, name
     Redis (db 2), or on DynamoDB with ``--sqs-dynamodb``."""
     import uuid
 
-    from pdftasks.aws import client, ensure_queues, ensure_table, queue_attributes
+    from pdftasks.awsclient import client
+    from pdftasks.brokers.sqs import queue_attributes
     from pdftasks.celery_app import GENERATE_PDF, create_app, queue_name
     from pdftasks.client import submit_jobs
+    from pdftasks.contrib.aws import ensure_queues, ensure_table
     from pdftasks.samples import sample_invoice
     from pdftasks.settings import Settings, get_settings
 

@@ -5,7 +5,9 @@ Module named ``celery_app`` so that ``pdftasks.app`` is the Celery instance itse
 
 from __future__ import annotations
 
+import importlib
 import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from celery import Celery
@@ -77,7 +79,7 @@ def broker_transport_options(s: Settings) -> dict[str, Any]:
             "rescue_dir": str(s.home / "rescued"),
         }
     if s.is_sqs:
-        from pdftasks.aws import transport_options
+        from pdftasks.brokers.sqs import transport_options
 
         return transport_options(s)
     return {"visibility_timeout": s.visibility_timeout_s}
@@ -151,25 +153,38 @@ def configure(app: Celery, s: Settings) -> None:
     )
     if s.is_sqs:
         app.conf.update(
-            # pdftasks.aws.Transport: kombu's SQS transport, queues polled urgent first.
-            broker_transport="pdftasks.aws:Transport",
+            # pdftasks.brokers.sqs.Transport: kombu's SQS transport, queues polled urgent first.
+            broker_transport="pdftasks.brokers.sqs:Transport",
             # SQS has no broadcast: no remote control, and no event stream for Flower
             # (kombu would publish them through SNS). Jobs are followed in the job store.
             worker_enable_remote_control=False,
             worker_send_task_events=False,
             task_send_sent_event=False,
         )
+        # The dead-letter reaper: worker_ready/worker_shutting_down receivers connected on
+        # import of pdftasks.contrib.aws (a layer above: named here, not imported).
+        importlib.import_module("pdftasks.contrib.aws")
 
 
-def create_app(settings: Settings | None = None) -> Celery:
-    r"""A Celery app for ``settings`` (default: the environment), with its tasks registered.
+#: Plugins every app gets unless told otherwise: ``module:function(app)``, installed in
+#: order. They live in ``pdftasks.contrib``, a layer above this one, so they are named here,
+#: not imported.
+DEFAULT_PLUGINS = (
+    "pdftasks.contrib.beat:register",        # beat schedule, reports, cleanup
+    "pdftasks.contrib.webhooks:install",     # signed callbacks (task + event hook)
+    "pdftasks.contrib.monitoring:install",   # heartbeat bootstep, attempt logs and metrics
+)
+
+
+def create_app(settings: Settings | None = None,
+               plugins: Sequence[str | Callable[[Celery], Any]] = DEFAULT_PLUGINS) -> Celery:
+    r"""A Celery app for ``settings`` (default: the environment), with ``generate_pdf``
+    registered and ``plugins`` installed (each ``fn(app)`` or a ``"module:function"`` name).
 
     Not made Celery's current app (``set_as_current=False``): a host application's own app
     and its ``@shared_task``\ s keep theirs. Follow results with ``app.AsyncResult(id)`` or
-    ``generate_pdf.AsyncResult(id)``.
+    ``generate_pdf.AsyncResult(id)``. Each app has its own settings, event hooks and plugins.
     """
-    from pdftasks.contrib import beat as schedule
-    from pdftasks.contrib import monitoring, webhooks
     from pdftasks.worker import tasks
 
     app = Celery("pdftasks", set_as_current=False)
@@ -177,9 +192,11 @@ def create_app(settings: Settings | None = None) -> Celery:
     app.pdftasks_hooks = []  # type: ignore[attr-defined]  # see tasks.event_hooks
     configure(app, app.pdftasks_settings)  # type: ignore[attr-defined]
     tasks.register(app)
-    schedule.register(app)
-    webhooks.install(app)
-    monitoring.install(app)
+    for plugin in plugins:
+        if isinstance(plugin, str):
+            module, _, name = plugin.partition(":")
+            plugin = getattr(importlib.import_module(module), name)
+        plugin(app)
     return app
 
 

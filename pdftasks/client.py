@@ -3,6 +3,9 @@
 A backend names where jobs are queued and recorded (a Redis server, local files, SQS);
 the manager submits through Celery, reads the job store, starts local worker processes
 if asked, and delivers lifecycle callbacks from workers anywhere to this process.
+
+Longer than 500 lines because it is the guide's whole public job API in one place: the
+manager's methods and the four small backends read best side by side.
 """
 
 from __future__ import annotations
@@ -351,7 +354,7 @@ class PDFQueueManager:
         return stats
 
     def _sqs_attributes(self) -> dict[str, Any]:
-        from pdftasks.aws import queue_attributes
+        from pdftasks.brokers.sqs import queue_attributes
 
         try:
             return dict(queue_attributes(self.settings))

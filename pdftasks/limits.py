@@ -29,6 +29,8 @@ MAX_DATA_KEYS = 10_000
 MAX_DATA_ITEMS = 100_000
 #: Longest string (key or value) in a job's data, in characters.
 MAX_DATA_STRING = 1_000_000
+#: Longest job id (a message's ``id`` header; part of job store keys), in characters.
+MAX_ID = 255
 
 _SCALARS = (str, int, float, bool, type(None))
 

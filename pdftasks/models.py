@@ -1,8 +1,12 @@
-"""Job priority and status, as in the product guide."""
+"""The job record (``Job``), its priority and status, as in the product guide."""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+from dataclasses import dataclass, field, fields
 from enum import IntEnum, StrEnum
+from typing import Any
 
 from pdftasks.errors import InvalidPriorityError
 
@@ -57,3 +61,84 @@ class JobStatus(StrEnum):
 #: The job metadata key naming the API tenant that owns a job (set by the HTTP API; its
 #: PDFs are stored under that tenant, see ``pdftasks.storage.storage_key``).
 TENANT_KEY = "tenant"
+
+_TIMES = ("created_at", "started_at", "completed_at")
+
+
+def _ts(value: dt.datetime | None) -> float | None:
+    return value.timestamp() if value else None
+
+
+def _dt(value: float | str | None) -> dt.datetime | None:
+    if value in (None, "", "None"):
+        return None
+    return dt.datetime.fromtimestamp(float(value), dt.UTC)  # type: ignore[arg-type]
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass
+class Job:
+    """One PDF job, with the guide's fields. Times are timezone-aware UTC datetimes."""
+
+    job_id: str
+    template: str
+    data: dict[str, Any]
+    output_filename: str
+    css_file: str | None = None
+    status: JobStatus = JobStatus.PENDING
+    priority: JobPriority = JobPriority.NORMAL
+    created_at: dt.datetime = field(default_factory=now)
+    started_at: dt.datetime | None = None
+    completed_at: dt.datetime | None = None
+    result_path: str | None = None
+    error: str | None = None
+    retry_count: int = 0
+    max_retries: int = 3
+    metadata: dict[str, Any] = field(default_factory=dict)
+    pages: int | None = None
+    attempts: int = 0
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at and self.completed_at:
+            return (self.completed_at - self.started_at).total_seconds()
+        return None
+
+    def to_record(self) -> dict[str, str]:
+        """Flat string mapping (Redis hash / SQLite row)."""
+        out: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in _TIMES:
+                value = "" if value is None else repr(_ts(value))
+            elif f.name in ("data", "metadata"):
+                value = json.dumps(value, separators=(",", ":"))
+            elif f.name == "status":
+                value = value.value
+            elif f.name == "priority":
+                value = str(int(value))
+            elif value is None:
+                value = ""
+            out[f.name] = str(value)
+        return out
+
+    @classmethod
+    def from_record(cls, rec: dict[str, str]) -> Job:
+        def opt(name: str) -> str | None:
+            return rec.get(name) or None
+
+        return cls(
+            job_id=rec["job_id"], template=rec["template"], data=json.loads(rec["data"]),
+            output_filename=rec["output_filename"], css_file=opt("css_file"),
+            status=JobStatus(rec["status"]), priority=JobPriority(int(rec["priority"])),
+            created_at=_dt(rec["created_at"]) or now(), started_at=_dt(opt("started_at")),
+            completed_at=_dt(opt("completed_at")), result_path=opt("result_path"),
+            error=opt("error"), retry_count=int(rec.get("retry_count") or 0),
+            max_retries=int(rec.get("max_retries") or 0),
+            metadata=json.loads(rec.get("metadata") or "{}"),
+            pages=int(rec["pages"]) if rec.get("pages") else None,
+            attempts=int(rec.get("attempts") or 0),
+        )

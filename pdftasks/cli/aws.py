@@ -16,7 +16,7 @@ def aws_setup(as_json: bool) -> None:
     (private), and with PDFTASKS_BROKER_URL=sqs:// the four SQS queues, each with its
     dead-letter queue and redrive policy. Idempotent; needs administrative rights.
     """
-    from pdftasks.aws import setup
+    from pdftasks.contrib.aws import setup
     from pdftasks.settings import get_settings
 
     s = get_settings()
@@ -37,8 +37,8 @@ def aws_setup(as_json: bool) -> None:
 def aws_dead_letters(dry_run: bool) -> None:
     """Record jobs whose SQS messages were dead-lettered as FAILED (workers do it each
     minute; this does it now)."""
-    from pdftasks.aws import reap_dead_letters
     from pdftasks.celery_app import app
+    from pdftasks.contrib.aws import reap_dead_letters
 
     ids = reap_dead_letters(app, dry_run=dry_run)
     for job_id in ids:

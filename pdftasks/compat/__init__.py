@@ -19,6 +19,7 @@ fall back (or refuse), and that no listed name appears in pdftasks outside this 
 from __future__ import annotations
 
 import functools
+import importlib
 import importlib.metadata
 import logging
 from dataclasses import dataclass
@@ -103,7 +104,9 @@ def forget_warnings() -> None:
 
 def internals() -> list[tuple[str, str, Internal]]:
     """Every quarantined use: (installed version, tested range, use)."""
-    from pdftasks.compat import celery, kombu, weasyprint
-
+    # By name: importing this package must not import Celery (the renderer uses
+    # compat.weasyprint, and knows nothing of Celery).
+    modules = [importlib.import_module(f"pdftasks.compat.{name}")
+               for name in ("celery", "kombu", "weasyprint")]
     return [(module.VERSION, module.TESTED, internal)
-            for module in (celery, kombu, weasyprint) for internal in module.INTERNALS]
+            for module in modules for internal in module.INTERNALS]

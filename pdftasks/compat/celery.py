@@ -1,10 +1,11 @@
 """Celery internals pdftasks uses, written for (and tested with) the versions in ``TESTED``.
 
-- ``Request._already_cancelled`` (``mark_cancelled``, called by ``pdftasks.worker.tasks.PdfRequest.
-  cancel``): Celery's flag that a request was cancelled because the broker connection was
-  lost; set, the message of a job whose child was killed stays unacknowledged and is
-  delivered again. Outside ``TESTED``: *fallback* to Celery's own cancel, with a warning (on
-  a lost Redis that is also the result backend, such a job can be acknowledged and lost).
+- ``Request._already_cancelled`` (``mark_cancelled``, called by
+  ``pdftasks.worker.request.PdfRequest.cancel``): Celery's flag that a request was
+  cancelled because the broker connection was lost; set, the message of a job whose child
+  was killed stays unacknowledged and is delivered again. Outside ``TESTED``: *fallback* to
+  Celery's own cancel, with a warning (on a lost Redis that is also the result backend, such
+  a job can be acknowledged and lost).
 - ``celery._state.get_current_task`` (``get_current_task``, for the job id in log lines and
   metrics): outside ``TESTED``, *fallback* to the public ``celery.current_task`` proxy, with
   a warning.

@@ -7,12 +7,12 @@ Outside ``TESTED`` every use falls back to kombu's stock behaviour with a warnin
   ``_do_restore_message`` and registers the transport in ``kombu.transport.
   TRANSPORT_ALIASES`` (clearing ``_transport_cache``). Fallback: kombu's own Redis
   transport (``install`` does not register pdftasks'), which can lose such a message.
-- ``REDIS_GUARD`` (``pdftasks.worker.guard.guard_redis_channel``: unreadable broker messages are
-  dead-lettered instead of raising into the event loop): replaces the Redis channel's
-  ``handlers["BRPOP"]`` and its ``Message`` class. Fallback: the channel is not guarded (a
-  broken envelope raises into the worker's consumer loop, as with stock kombu).
-- ``SQS_PRIORITY_POLLING`` (``pdftasks.aws.Channel``, urgent queues first): overrides the
-  SQS channel's ``_schedule_queue`` and uses ``_active_queues``, ``_new_queue``,
+- ``REDIS_GUARD`` (``pdftasks.brokers.redis_guard.guard_redis_channel``: unreadable broker
+  messages are dead-lettered instead of raising into the event loop): replaces the Redis
+  channel's ``handlers["BRPOP"]`` and its ``Message`` class. Fallback: the channel is not
+  guarded (a broken envelope raises into the worker's consumer loop, as with stock kombu).
+- ``SQS_PRIORITY_POLLING`` (``pdftasks.brokers.sqs.Channel``, urgent queues first): overrides
+  the SQS channel's ``_schedule_queue`` and uses ``_active_queues``, ``_new_queue``,
   ``_get_message_estimate``, ``_release_messages``, ``_message_to_python`` and the
   connection's ``_callbacks`` (through ``SQSChannel`` below). Fallback: kombu's own polling
   loop, as with ``priority_polling`` off.

@@ -357,7 +357,7 @@ def cleanup(app: Celery, days: float, dry_run: bool = False) -> CleanupReport:
     cutoff = time.time() - days * 86400
     dead: list[str] = []
     if s.is_sqs:
-        from pdftasks.aws import reap_dead_letters
+        from pdftasks.contrib.aws import reap_dead_letters
 
         dead = reap_dead_letters(app, dry_run=dry_run)
     files = storage_for(s).delete_older_than(cutoff, dry_run=dry_run)

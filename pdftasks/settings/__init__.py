@@ -6,6 +6,9 @@ Every field has a ``description``; the README's Configuration table is generated
 that the README is up to date).
 
 Explicit construction is strict: ``Settings(typo=1)`` raises, naming the unknown key.
+
+Longer than 500 lines because every one of some 60 fields carries its description, unit
+and documented default here (the source of the generated settings table).
 Unknown ``PDFTASKS_*`` environment variables are ignored (``PDFTASKS_SCHEDULE_<NAME>`` is
 read by :mod:`pdftasks.contrib.beat`). Secrets are :class:`pydantic.SecretStr`
 (``.get_secret_value()`` gives the value), and ``repr()`` hides URL passwords;
@@ -280,8 +283,9 @@ class Settings(BaseSettings):
     metrics_port: int = Field(
         9808, ge=1, le=65535, description="TCP port of `pdftasks metrics`.")
 
-    # AWS (pdftasks.aws): SQS broker (PDFTASKS_BROKER_URL=sqs://), DynamoDB job records and
-    # results, S3 storage for PDFs (PDFTASKS_STORAGE=s3://bucket/prefix, with any broker).
+    # AWS: SQS broker (PDFTASKS_BROKER_URL=sqs://) and DynamoDB results (pdftasks.brokers.sqs),
+    # DynamoDB job records (pdftasks.stores.dynamodb), S3 storage for PDFs (pdftasks.storage.s3;
+    # PDFTASKS_STORAGE=s3://bucket/prefix, with any broker); setup: pdftasks.contrib.aws.
     aws_region: str = Field("us-east-1", description="Region of SQS, DynamoDB and S3.")
     aws_endpoint_url: str | None = Field(
         None, json_schema_extra=_shown("unset (AWS)"),
@@ -302,7 +306,7 @@ class Settings(BaseSettings):
         description="Seconds of pause after an empty SQS poll (kombu's `polling_interval`).")
     sqs_priority_polling: bool = Field(
         True, description="Free workers poll the queues urgent first "
-                          "(`pdftasks.aws.Channel`); `false` = kombu's own loop.")
+                          "(`pdftasks.brokers.sqs.Channel`); `false` = kombu's own loop.")
     dynamodb_table: str = Field(
         "pdftasks", pattern=r"^[A-Za-z0-9_.-]{3,255}$",
         description="DynamoDB table of job records, results, counters and events.")
@@ -433,8 +437,8 @@ class Settings(BaseSettings):
             return self.result_backend
         if self.broker_url and self.broker_url.startswith(("redis://", "rediss://")):
             return self.broker_url
-        if self.is_sqs:  # results as items of the job table (pdftasks.aws)
-            return f"pdftasks.aws.DynamoDBResultBackend+dynamodb://{self.dynamodb_table}"
+        if self.is_sqs:  # results as items of the job table (pdftasks.brokers.sqs)
+            return f"pdftasks.brokers.sqs.DynamoDBResultBackend+dynamodb://{self.dynamodb_table}"
         return f"file://{self.home / 'results'}"
 
     @property

@@ -1,4 +1,4 @@
-"""Where PDFs go: a local directory (atomic writes) or S3 (``pdftasks.aws.S3Storage``).
+"""Where PDFs go: a local directory (atomic writes) or S3 (``pdftasks.storage.s3.S3Storage``).
 
 A job's PDF is stored under a key the server chooses (``storage_key``):
 ``<namespace>/<owner>/<job id>/<output_filename>``, where the owner is the API tenant of the
@@ -201,7 +201,7 @@ def make_storage(target: str | os.PathLike[str], settings: Settings | None = Non
     becomes the job's ``result_path``) and ``delete_older_than(cutoff, dry_run)``.
     """
     if isinstance(target, str) and target.startswith("s3://"):
-        from pdftasks.aws import S3Storage
+        from pdftasks.storage.s3 import S3Storage
 
         return S3Storage(target, settings)
     return LocalStorage(target)

@@ -1,1 +1,2 @@
-"""The worker side: the generate_pdf task, its request, the message guard."""
+"""The worker side: the generate_pdf task (tasks), its request (request), its signal receivers
+(signals), the message guard (guard) and its checks (checks)."""

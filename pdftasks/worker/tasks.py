@@ -18,14 +18,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from billiard.exceptions import WorkerLostError
-from celery import Celery, Task, signals, states
+from celery import Celery, Task, states
 from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.result import task_join_will_block
-from celery.worker.request import Request
 from kombu.exceptions import OperationalError
 
-from pdftasks.celery_app import GENERATE_PDF, is_pdftasks_app
+from pdftasks.celery_app import GENERATE_PDF
 from pdftasks.errors import (
     BrokerUnavailableError,
     PermanentError,
@@ -37,8 +35,6 @@ from pdftasks.models import TENANT_KEY, JobPriority, JobStatus
 from pdftasks.render import (
     PDFService,
     PDFServiceConfig,
-    apply_memory_limit,
-    harfbuzz_subset_available,
     redact_paths,
     resolve_inside,
     time_limit,
@@ -46,6 +42,7 @@ from pdftasks.render import (
 from pdftasks.settings import Settings, get_settings
 from pdftasks.storage import check_output_filename, storage_key
 from pdftasks.stores import Job, JobStore, open_store
+from pdftasks.worker.request import PdfRequest
 
 log = logging.getLogger(__name__)
 
@@ -193,50 +190,6 @@ def hard_limit_error(timeout: float) -> RenderTimeoutError:
     """What a job killed by Celery's hard time limit (``TimeLimitExceeded``) failed of."""
     return RenderTimeoutError(f"hard time limit of {timeout:g} s exceeded; "
                               "the worker process was killed")
-
-
-class PdfRequest(Request):
-    """Keeps the job record right when the worker child dies: FAILED when Celery's hard
-    time limit kills it, COMPLETED when it died after its success was stored."""
-
-    def on_timeout(self, soft: bool, timeout: float) -> None:
-        super().on_timeout(soft, timeout)
-        if not soft:
-            # Celery itself calls PdfTask.on_failure (with TimeLimitExceeded), except in a
-            # cold shutdown; then this fails the record. Once FAILED, this is a no-op.
-            fail_job(self.task.app, self.id, describe(hard_limit_error(timeout)))
-
-    def cancel(self, pool: Any, signal: Any = None, emit_retry: bool = True) -> None:
-        # Celery cancels running jobs when the broker connection is lost, then announces the
-        # cancel through the result backend. When that is the Redis that just went away,
-        # the announcement fails after the child was signalled, the child's exit is taken
-        # for a revoke, and the message is acknowledged: the job would be lost. Marked as
-        # cancelled, the message stays unacknowledged and is delivered again (a Celery
-        # internal: pdftasks.compat.celery.CANCEL_FLAG).
-        from pdftasks.compat import celery as compat_celery
-
-        try:
-            super().cancel(pool, signal, emit_retry)
-        finally:
-            if self.time_start:
-                compat_celery.mark_cancelled(self)
-
-    def on_failure(self, exc_info: Any, send_failed_event: bool = True,
-                   return_ok: bool = False) -> None:
-        super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
-        if not isinstance(getattr(exc_info.exception, "exc", exc_info.exception),
-                          WorkerLostError):
-            return
-        # Celery stores SUCCESS before it calls on_success in the child. A child lost in
-        # between leaves a PROCESSING record, and Celery acknowledges the message instead of
-        # redelivering it (the job did succeed): complete the record here.
-        try:
-            meta = self.task.backend.get_task_meta(self.id)
-            if meta.get("status") == states.SUCCESS:
-                self.task.on_success(meta.get("result"), self.id, (), {})
-        except Exception:
-            log.exception("could not complete the record of job %s after its worker "
-                          "process was lost", self.id)
 
 
 class PdfTask(Task):
@@ -431,7 +384,10 @@ def _generate_pdf(self: Task, template: str, data: Mapping[str, Any], output_fil
 
 
 def register(app: Celery) -> Task:
-    """Register ``generate_pdf`` on ``app`` with retry options from its settings."""
+    """Register ``generate_pdf`` on ``app`` with retry options from its settings (and connect
+    the worker's signal receivers, ``pdftasks.worker.signals``)."""
+    from pdftasks.worker import signals  # noqa: F401  # connects the receivers
+
     s = app_settings(app)
     return app.task(
         _generate_pdf,
@@ -448,39 +404,3 @@ def register(app: Celery) -> Task:
         # Celery builds its request; a bad one fails its job instead of stopping the worker.
         Strategy="pdftasks.worker.guard:job_strategy",
     )
-
-
-@signals.worker_init.connect
-def _worker_starts(sender: Any = None, **_: Any) -> None:
-    # Only for pdftasks' apps: a host's own workers in the same process are left alone.
-    app = getattr(sender, "app", None)
-    if not is_pdftasks_app(app):
-        return
-    if app_settings(app).effective_broker_url.startswith(("redis://", "rediss://")):
-        # kombu's Redis transport, plus: a message taken off its queue just as Redis went
-        # away is put back when Redis is reachable again, not lost (pdftasks.brokers.redis).
-        # Installed when a pdftasks worker starts, never on import or in clients.
-        from pdftasks.brokers import redis as redis_transport
-
-        redis_transport.install()
-    if not harfbuzz_subset_available():
-        log.warning(
-            "HarfBuzz subsetting (libharfbuzz-subset0) is missing: WeasyPrint falls back to "
-            "fontTools and renders about 3.5x slower. Install it: apt-get install "
-            "libharfbuzz-subset0"
-        )
-
-
-@signals.worker_process_init.connect
-def _prepare_child(**_: Any) -> None:
-    # The signal names no app: the pool process runs the worker's app, its current app.
-    from celery import current_app
-
-    app = current_app._get_current_object()
-    if not is_pdftasks_app(app):
-        return
-    s = app_settings(app)
-    apply_memory_limit(s.render_memory_limit_mb)
-    service = render_service(app)
-    if s.warmup:
-        log.debug("renderer warm (%.0f ms)", service.warm_up())

@@ -98,7 +98,7 @@ def aws_settings(endpoint: str, namespace: str, tmp_path: Path, **overrides: Any
 @pytest.fixture(scope="session")
 def aws_resources(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     """The table and the bucket, created by pdftasks' own setup."""
-    from pdftasks.aws import ensure_bucket, ensure_table
+    from pdftasks.contrib.aws import ensure_bucket, ensure_table
 
     s = aws_settings(moto_endpoint, "setup", tmp_path_factory.mktemp("setup"))
     assert ensure_table(s) == TABLE
@@ -120,8 +120,8 @@ def namespace() -> str:
 @pytest.fixture
 def make_manager(aws_resources: str, namespace: str, tmp_path: Path):
     """``make(start=True, num_workers=2, max_receives=None, **settings)``: a manager on SQS
-    with its queues created by ``pdftasks.aws.ensure_queues``."""
-    from pdftasks.aws import ensure_queues
+    with its queues created by ``pdftasks.contrib.aws.ensure_queues``."""
+    from pdftasks.contrib.aws import ensure_queues
 
     managers: list[PDFQueueManager] = []
 
@@ -320,7 +320,7 @@ def test_transient_s3_error_is_retried_with_backoff(make_manager, aws_resources,
 
 def test_generate_pdf_delay_cli_and_demo_configured_only_by_settings(
         aws_resources, namespace, tmp_path) -> None:
-    from pdftasks.aws import ensure_queues
+    from pdftasks.contrib.aws import ensure_queues
 
     env = sqs_env(aws_resources, namespace, tmp_path)
     ensure_queues(aws_settings(aws_resources, namespace, tmp_path))
@@ -371,7 +371,7 @@ def test_generate_pdf_delay_cli_and_demo_configured_only_by_settings(
 
 
 def test_dead_lettered_job_lands_in_failed(make_manager, aws_resources, namespace) -> None:
-    from pdftasks.aws import reap_dead_letters
+    from pdftasks.contrib.aws import reap_dead_letters
 
     # Given a queue whose redrive policy dead-letters a message received twice
     manager = make_manager(start=False, max_receives=1)
@@ -398,8 +398,8 @@ def test_dead_lettered_job_lands_in_failed(make_manager, aws_resources, namespac
 
 def test_dynamodb_store_transitions_counts_claims_and_expiry(aws_resources, namespace,
                                                              tmp_path) -> None:
-    from pdftasks.aws import DynamoDBJobStore
     from pdftasks.stores import Job
+    from pdftasks.stores.dynamodb import DynamoDBJobStore
 
     s = aws_settings(aws_resources, namespace, tmp_path)
     store = DynamoDBJobStore(TABLE, namespace, 3600, s)
@@ -479,8 +479,8 @@ def test_dynamodb_store_transitions_counts_claims_and_expiry(aws_resources, name
 
 
 def test_s3_cleanup_by_age(aws_resources, namespace, tmp_path) -> None:
-    from pdftasks.aws import S3Storage
     from pdftasks.storage import storage_for
+    from pdftasks.storage.s3 import S3Storage
 
     s = aws_settings(aws_resources, namespace, tmp_path)
     storage = storage_for(s)

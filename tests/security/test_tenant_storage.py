@@ -90,8 +90,8 @@ def test_local_storage_writes_each_key_in_its_own_folder(tmp_path) -> None:
 
 
 def test_s3_keys_are_the_server_keys_under_the_prefix() -> None:
-    from pdftasks.aws import S3Storage
     from pdftasks.settings import Settings
+    from pdftasks.storage.s3 import S3Storage
 
     storage = S3Storage("s3://bucket/pdfs", Settings(broker_url=None))
     key = storage_key("pdf", "j1", "invoice.pdf", "acme")

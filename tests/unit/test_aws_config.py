@@ -6,21 +6,19 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 
 import pytest
 from pydantic import ValidationError
 
-from pdftasks.aws import (
-    S3Storage,
-    _message_job_id,
-    predefined_queue_urls,
-    sqs_queue_name,
-    transport_options,
-)
+from pdftasks.brokers.sqs import predefined_queue_urls, sqs_queue_name, transport_options
 from pdftasks.celery_app import create_app
+from pdftasks.contrib.aws import _message_job_id
 from pdftasks.errors import UnsafePathError
 from pdftasks.settings import Settings
 from pdftasks.storage import LocalStorage, make_storage, storage_for
+from pdftasks.storage.s3 import S3Storage
 
 
 def sqs(**values) -> Settings:
@@ -32,7 +30,7 @@ def test_sqs_broker_derives_dynamodb_job_store_and_results() -> None:
     assert s.is_sqs and not s.is_local
     assert s.effective_job_store_url == "dynamodb://jobs-prod"
     assert s.effective_result_backend == \
-        "pdftasks.aws.DynamoDBResultBackend+dynamodb://jobs-prod"
+        "pdftasks.brokers.sqs.DynamoDBResultBackend+dynamodb://jobs-prod"
     assert not Settings(broker_url="redis://h:6379/0").is_sqs
 
 
@@ -84,16 +82,28 @@ def test_transport_options_for_kombu() -> None:
 def test_celery_on_sqs_uses_pdftasks_transport_without_broadcast() -> None:
     app = create_app(sqs(aws_endpoint_url="http://127.0.0.1:5000"))
     conf = app.conf
-    assert conf.broker_transport == "pdftasks.aws:Transport"
+    assert conf.broker_transport == "pdftasks.brokers.sqs:Transport"
     assert conf.worker_enable_remote_control is False
     assert conf.worker_send_task_events is False and conf.task_send_sent_event is False
     assert conf.broker_transport_options["endpoint_url"] == "http://127.0.0.1:5000"
     assert type(app.backend).__name__ == "DynamoDBResultBackend"
     assert app.backend.table == "pdftasks"
     with app.connection_for_write() as conn:
-        assert type(conn.transport).__module__ == "pdftasks.aws"
+        assert type(conn.transport).__module__ == "pdftasks.brokers.sqs"
     redis_app = create_app(Settings(broker_url="redis://127.0.0.1:1/0"))
     assert redis_app.conf.worker_send_task_events is True
+
+
+def test_an_sqs_app_connects_the_dead_letter_reaper(tmp_path) -> None:
+    """The reaper's worker_ready receiver lives in pdftasks.contrib.aws, a layer above the
+    app: ``configure`` loads it for SQS apps (a fresh process, so no earlier test did)."""
+    code = ("import sys; from pdftasks.celery_app import create_app; "
+            "from pdftasks.settings import Settings; "
+            "assert 'pdftasks.contrib.aws' not in sys.modules; "
+            "create_app(Settings(broker_url='sqs://')); "
+            "from celery import signals; from pdftasks.contrib import aws; "
+            "assert any(r() is aws._start_reaper for _, r in signals.worker_ready.receivers)")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path, timeout=120)
 
 
 def test_storage_selection_and_s3_names(tmp_path) -> None:

@@ -239,9 +239,9 @@ def test_redis_guard_falls_back_unguarded(monkeypatch: pytest.MonkeyPatch,
 def test_sqs_priority_polling_or_kombus_loop(version: str, priority: bool,
                                              monkeypatch: pytest.MonkeyPatch,
                                              caplog: pytest.LogCaptureFixture) -> None:
-    from pdftasks import aws
+    from pdftasks.brokers import sqs
 
-    class Probe(aws.Channel):
+    class Probe(sqs.Channel):
         transport_options = {"priority_polling": True}
 
     monkeypatch.setattr(compat_kombu, "VERSION", version)

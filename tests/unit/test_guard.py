@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from kombu.message import Message
 
-from pdftasks import stores as jobstore
 from pdftasks.celery_app import GENERATE_PDF
 from pdftasks.errors import InvalidDataError, InvalidJobError, InvalidPriorityError
 from pdftasks.limits import DataLimits
 from pdftasks.stores import DEAD_LETTER_EXCERPT, SqliteJobStore, dead_letter_entry
+from pdftasks.stores import sqlite as sqlite_store
 from pdftasks.worker.guard import (
     InvalidMessageError,
     body_limit,
@@ -171,7 +171,7 @@ def test_excerpts_are_bounded_whatever_the_value() -> None:
 
 
 def test_sqlite_store_keeps_a_bounded_dead_letter_list(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(jobstore, "MAX_DEAD_LETTERS", 5)
+    monkeypatch.setattr(sqlite_store, "MAX_DEAD_LETTERS", 5)
     store = SqliteJobStore(tmp_path / "jobs.db", "ns")
     other = SqliteJobStore(tmp_path / "jobs.db", "other")
     for i in range(8):

@@ -1,0 +1,292 @@
+"""``PDFService``: renders templates to PDF (sandboxed Jinja2, then WeasyPrint) and writes
+them to the storage. One per process keeps compiled templates, parsed stylesheets and
+WeasyPrint's font configuration across jobs."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import SecurityError
+
+from pdftasks.errors import (
+    MissingVariableError,
+    PdfTasksError,
+    RenderError,
+    RenderMemoryError,
+    TemplateNotFoundError,
+    TemplateSecurityError,
+    TemplateSyntaxError,
+    UnsafeResourceError,
+)
+from pdftasks.limits import MAX_DATA_BYTES, DataLimits, check_data
+from pdftasks.render.fetcher import _make_fetcher
+from pdftasks.render.sandbox import ConfinedLoader, LimitedSandbox, resolve_inside
+from pdftasks.settings import Settings, get_settings
+from pdftasks.storage import check_output_filename, make_storage
+
+log = logging.getLogger(__name__)
+
+_WARMUP_HTML = "<html><body><p>pdftasks warm-up 0123456789</p></body></html>"
+
+
+@dataclass(frozen=True)
+class PDFServiceConfig:
+    """Where templates come from and where PDFs go (the guide's ``PDFServiceConfig``).
+
+    Attributes:
+        templates_dir: Templates, their CSS and assets (images, fonts). Nothing outside it
+            is read.
+        output_dir: Generated PDFs. Nothing outside it is written.
+        allowed_url_prefixes: http(s) URL prefixes a template may fetch; empty = no network.
+        max_data_bytes: Largest JSON data of one job, in bytes.
+        data_limits: Depth, key, list and string limits of job data (None: the defaults,
+            with ``max_data_bytes``).
+        storage: ``s3://bucket/prefix`` to write PDFs to S3 instead of ``output_dir``
+            (region and endpoint from the ``PDFTASKS_AWS_*`` settings); ``""`` = the
+            output directory; None (default) = ``PDFTASKS_STORAGE``.
+    """
+
+    templates_dir: str | os.PathLike[str] = "templates"
+    output_dir: str | os.PathLike[str] = "output"
+    allowed_url_prefixes: tuple[str, ...] = ()
+    max_data_bytes: int = MAX_DATA_BYTES
+    storage: str | None = None
+    data_limits: DataLimits | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> PDFServiceConfig:
+        s = settings or get_settings()
+        return cls(
+            templates_dir=s.templates_dir,
+            output_dir=s.output_dir,
+            allowed_url_prefixes=s.url_prefixes,
+            max_data_bytes=s.max_data_bytes,
+            storage=s.storage,
+            data_limits=DataLimits.from_settings(s),
+        )
+
+    from_env = from_settings
+
+
+@dataclass
+class RenderResult:
+    """What one render produced. ``as_dict()`` is the task's return value."""
+
+    path: str
+    pages: int
+    bytes: int
+    duration_ms: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(out.pop("extra"))
+        return out
+
+
+class PDFService:
+    """Renders templates to PDF files (the guide's ``PDFService``), safely.
+
+    Args:
+        config: Directories and limits; default ``PDFServiceConfig.from_settings()``.
+    """
+
+    #: Exceptions that must pass through untouched (Celery's soft time limit, set by the
+    #: worker), so the caller can tell a timeout from a broken template.
+    interrupts: tuple[type[Exception], ...] = ()
+
+    def _passthrough(self) -> tuple[type[Exception], ...]:
+        """Exceptions that leave the renderer unchanged: pdftasks' own and ``interrupts``."""
+        return (PdfTasksError, *self.interrupts)
+
+    def __init__(self, config: PDFServiceConfig | None = None) -> None:
+        from weasyprint.text.fonts import FontConfiguration
+
+        self.config = config or PDFServiceConfig.from_settings()
+        self.templates_dir = Path(self.config.templates_dir).expanduser().resolve()
+        target = self.config.storage if self.config.storage is not None \
+            else get_settings().storage
+        self.storage = make_storage(target or self.config.output_dir)
+        self.output_dir = Path(self.config.output_dir).expanduser().resolve()
+        self.env = LimitedSandbox(
+            loader=ConfinedLoader(self.templates_dir),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+            auto_reload=True,
+            cache_size=400,
+        )
+        self.font_config = FontConfiguration()
+        self._fetcher = _make_fetcher((self.templates_dir,),
+                                      tuple(self.config.allowed_url_prefixes))
+        self._css_cache: dict[tuple[Path, float], Any] = {}
+        self._image_cache: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    # Checks usable at submit time, without rendering.
+
+    def check_job(self, template: object, output_filename: object,
+                  css_file: object = None, data: object = None) -> None:
+        """Raise a typed ``InvalidJobError`` if the job cannot possibly succeed."""
+        self.check_template(template, css_file)
+        check_output_filename(output_filename)
+        if data is not None:
+            check_data(data, self.config.data_limits or self.config.max_data_bytes)
+
+    def check_template(self, template: object, css_file: object = None) -> None:
+        """The template exists inside the templates directory and compiles; so does the CSS."""
+        path = resolve_inside(self.templates_dir, template, "template")
+        if not path.is_file():
+            raise TemplateNotFoundError(
+                f"Template not found: {template!r} in the templates directory")
+        self._compile(str(template))
+        if css_file is not None:
+            self._css_path(css_file)
+
+    def _css_path(self, css_file: object) -> Path:
+        path = resolve_inside(self.templates_dir, css_file, "css_file")
+        if not path.is_file():
+            raise TemplateNotFoundError(
+                f"CSS file not found: {css_file!r} in the templates directory")
+        return path
+
+    # Rendering.
+
+    @contextlib.contextmanager
+    def _template_errors(self, template: str) -> Iterator[None]:
+        """Turn Jinja's exceptions into pdftasks' typed, permanent errors."""
+        try:
+            yield
+        except jinja2.TemplateNotFound as exc:
+            raise TemplateNotFoundError(
+                f"Template not found: {exc.name!r} in the templates directory") from exc
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateSyntaxError(
+                f"Template syntax error in {exc.name or template!r} line {exc.lineno}: "
+                f"{exc.message}") from exc
+        except jinja2.UndefinedError as exc:
+            raise MissingVariableError(
+                f"Template {template!r} uses a variable the data does not provide: "
+                f"{exc.message}") from exc
+        except SecurityError as exc:
+            raise TemplateSecurityError(f"Template {template!r} is unsafe: {exc}") from exc
+        except MemoryError as exc:
+            raise RenderMemoryError(f"Template {template!r} exceeded the memory limit") from exc
+        except self._passthrough():
+            raise
+        except Exception as exc:
+            raise RenderError(
+                f"Template {template!r} failed: {type(exc).__name__}: {exc}") from exc
+
+    def _compile(self, template: str) -> jinja2.Template:
+        """The compiled template (cached by Jinja until the file changes)."""
+        with self._template_errors(template):
+            return self.env.get_template(template)
+
+    def render_html(self, template: str, data: Mapping[str, Any]) -> str:
+        """Render the Jinja template to HTML (sandboxed, autoescaped, strict undefined)."""
+        resolve_inside(self.templates_dir, template, "template")
+        compiled = self._compile(template)
+        with self._template_errors(template):
+            return compiled.render(**data)
+
+    def _stylesheet(self, css_file: str) -> Any:
+        from weasyprint import CSS
+
+        path = self._css_path(css_file)
+        key = (path, path.stat().st_mtime)
+        sheet = self._css_cache.get(key)
+        if sheet is None:
+            sheet = CSS(filename=str(path), url_fetcher=self._fetcher,
+                        font_config=self.font_config)
+            self._css_cache = {k: v for k, v in self._css_cache.items() if k[0] != path}
+            self._css_cache[key] = sheet
+        return sheet
+
+    def html_to_pdf(self, html: str, css_file: str | None = None) -> tuple[bytes, int]:
+        """Lay out ``html`` (base URL = templates dir) and return (pdf bytes, page count)."""
+        from weasyprint import HTML
+
+        stylesheets = [self._stylesheet(css_file)] if css_file else []
+        try:
+            document = HTML(string=html, base_url=self.templates_dir.as_uri() + "/",
+                            url_fetcher=self._fetcher).render(
+                stylesheets=stylesheets, font_config=self.font_config,
+                cache=self._image_cache)
+            self._local_links(document)
+            pdf = document.write_pdf()
+        except self._fetcher.denied as exc:
+            raise UnsafeResourceError(str(exc)) from exc
+        except MemoryError as exc:
+            raise RenderMemoryError("The document exceeded the render memory limit") from exc
+        except self._passthrough():
+            raise
+        except Exception as exc:
+            raise RenderError(f"WeasyPrint failed: {type(exc).__name__}: {exc}") from exc
+        if len(self._image_cache) > 256:
+            self._image_cache.clear()
+        return pdf, len(document.pages)
+
+    def _local_links(self, document: Any) -> None:
+        """Links to local files leave no server path in the PDF: one to a file inside the
+        templates directory becomes relative, any other ``file:`` link is dropped."""
+        base = self.templates_dir.as_uri() + "/"
+        for page in document.pages:
+            links = []
+            for link in page.links:
+                kind, target = link[0], link[1]
+                if kind == "external" and str(target).lower().startswith("file:"):
+                    if not str(target).startswith(base):
+                        continue
+                    link = (kind, str(target)[len(base):], *link[2:])
+                links.append(link)
+            page.links[:] = links
+
+    def render_pdf(self, template: str, data: Mapping[str, Any],
+                   css_file: str | None = None) -> tuple[bytes, int]:
+        """Template + data -> (pdf bytes, page count), without writing anything."""
+        if css_file is not None:
+            self._css_path(css_file)
+        return self.html_to_pdf(self.render_html(template, data), css_file)
+
+    def generate_pdf(self, template: str, data: Mapping[str, Any], output_filename: str,
+                     css_file: str | None = None, key: str | None = None) -> RenderResult:
+        """Render and write the PDF atomically to the storage (the output directory, or S3
+        with ``storage``) as ``key`` (default: ``output_filename`` at the top of the storage;
+        jobs pass their server-chosen key); ``path`` is the file's path or ``s3://`` URI."""
+        started = time.perf_counter()
+        self.check_job(template, output_filename, css_file, data)
+        pdf, pages = self.render_pdf(template, data, css_file)
+        path = self.storage.write(key or output_filename, pdf)
+        return RenderResult(path=str(path), pages=pages, bytes=len(pdf),
+                            duration_ms=round((time.perf_counter() - started) * 1000, 1))
+
+    def cleanup_old_files(self, days: float) -> int:
+        """Delete PDFs older than ``days`` from the storage; return how many."""
+        return len(self.storage.delete_older_than(time.time() - days * 86400))
+
+    def warm_up(self, freeze_gc: bool = True) -> float:
+        """Render a tiny document so fonts and layout code are loaded; return ms taken.
+
+        With ``freeze_gc`` (the default; worker processes call this once at start) the
+        objects alive afterwards (modules, WeasyPrint's user-agent stylesheets, fonts: about
+        100,000 in a worker) move to the garbage collector's permanent generation
+        (``gc.freeze()``). They live as long as the process, but without this every full
+        collection walks them again: about every 11th one-page invoice paid a ~65 ms
+        collection instead of ~14 ms (``benchmarks/render_cost.py``).
+        """
+        started = time.perf_counter()
+        self.html_to_pdf(_WARMUP_HTML)
+        if freeze_gc:
+            gc.collect()
+            gc.freeze()
+        return (time.perf_counter() - started) * 1000

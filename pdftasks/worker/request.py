@@ -1,0 +1,63 @@
+"""``PdfRequest``, the Celery request of ``generate_pdf`` jobs: keeps the job record right
+when the worker child dies.
+
+Uses the record helpers of ``pdftasks.worker.tasks``, imported when called:
+``tasks.PdfTask`` names this class, so ``tasks`` imports this module.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from billiard.exceptions import WorkerLostError
+from celery import states
+from celery.worker.request import Request
+
+log = logging.getLogger(__name__)
+
+
+class PdfRequest(Request):
+    """Keeps the job record right when the worker child dies: FAILED when Celery's hard
+    time limit kills it, COMPLETED when it died after its success was stored."""
+
+    def on_timeout(self, soft: bool, timeout: float) -> None:
+        super().on_timeout(soft, timeout)
+        if not soft:
+            from pdftasks.worker.tasks import describe, fail_job, hard_limit_error
+
+            # Celery itself calls PdfTask.on_failure (with TimeLimitExceeded), except in a
+            # cold shutdown; then this fails the record. Once FAILED, this is a no-op.
+            fail_job(self.task.app, self.id, describe(hard_limit_error(timeout)))
+
+    def cancel(self, pool: Any, signal: Any = None, emit_retry: bool = True) -> None:
+        # Celery cancels running jobs when the broker connection is lost, then announces the
+        # cancel through the result backend. When that is the Redis that just went away,
+        # the announcement fails after the child was signalled, the child's exit is taken
+        # for a revoke, and the message is acknowledged: the job would be lost. Marked as
+        # cancelled, the message stays unacknowledged and is delivered again (a Celery
+        # internal: pdftasks.compat.celery.CANCEL_FLAG).
+        from pdftasks.compat import celery as compat_celery
+
+        try:
+            super().cancel(pool, signal, emit_retry)
+        finally:
+            if self.time_start:
+                compat_celery.mark_cancelled(self)
+
+    def on_failure(self, exc_info: Any, send_failed_event: bool = True,
+                   return_ok: bool = False) -> None:
+        super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
+        if not isinstance(getattr(exc_info.exception, "exc", exc_info.exception),
+                          WorkerLostError):
+            return
+        # Celery stores SUCCESS before it calls on_success in the child. A child lost in
+        # between leaves a PROCESSING record, and Celery acknowledges the message instead of
+        # redelivering it (the job did succeed): complete the record here.
+        try:
+            meta = self.task.backend.get_task_meta(self.id)
+            if meta.get("status") == states.SUCCESS:
+                self.task.on_success(meta.get("result"), self.id, (), {})
+        except Exception:
+            log.exception("could not complete the record of job %s after its worker "
+                          "process was lost", self.id)

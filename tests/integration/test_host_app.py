@@ -190,3 +190,24 @@ def test_two_apps_in_one_process_keep_their_jobs_hooks_and_limits(make_manager) 
         children = psutil.Process(proc.pid).children()
         limits[name] = {_address_space_mb(c.pid) for c in children}
     assert limits == {"alpha": {1500}, "beta": {1700}}
+
+
+def test_plain_celery_cli_finds_the_lazy_app(redis_url, output_dir, tmp_path) -> None:
+    # `celery -A pdftasks worker` finds pdftasks.app (built on first use) and serves jobs.
+    from pdftasks import generate_pdf
+
+    env = dict(os.environ, PDFTASKS_OUTPUT_DIR=str(output_dir))
+    log = open(tmp_path / "celery.log", "wb")  # noqa: SIM115
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "pdftasks", "worker", "-Q",
+         "pdf.urgent,pdf.high,pdf.normal,pdf.low", "-c", "1", "-l", "INFO"],
+        cwd=str(tmp_path), env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        result = generate_pdf.delay("invoice.html", sample_invoice(9, client="Plain CLI"),
+                                    "plain.pdf", priority="high")
+        info = result.get(timeout=90)
+        assert "Plain CLI" in pdf_text(info["path"])[0]
+    finally:
+        worker.terminate()
+        worker.wait(30)
+        log.close()

@@ -1,9 +1,14 @@
 """The settings model: documented fields, the generated README table, strict construction,
-secrets, list settings, and validators that refuse instead of silently changing values."""
+secrets, list settings, validators that refuse instead of silently changing values, and the
+composition of Settings from its topic models (core, beat, api, ops, aws)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr, ValidationError
@@ -13,7 +18,14 @@ from pdftasks.settings import (
     OTHER_VARIABLES,
     TABLE_END,
     TABLE_START,
+    TOPICS,
+    ApiSettings,
+    AwsSettings,
+    BeatSettings,
+    CoreSettings,
+    OpsSettings,
     Settings,
+    TopicModel,
     readme_with_table,
     redact_url,
     settings_table,
@@ -167,3 +179,121 @@ def test_visibility_timeout_must_outlast_the_hard_limit() -> None:
 def test_documented_normalisations() -> None:
     assert Settings(storage="s3://bucket-a/pdfs/").storage == "s3://bucket-a/pdfs"
     assert Settings(output_dir="out").output_dir == Path("out").resolve()
+
+
+# Composition: Settings = the topic models' fields and validators; s.core, s.api … = one topic.
+
+VIEWS: dict[str, type[TopicModel]] = {
+    "core": CoreSettings, "beat": BeatSettings, "api": ApiSettings, "ops": OpsSettings,
+    "aws": AwsSettings}
+
+
+def test_every_field_belongs_to_exactly_one_topic() -> None:
+    owners = Counter(name for topic in TOPICS for name in topic.model_fields)
+    assert [name for name, n in owners.items() if n > 1] == []
+    assert set(owners) == set(Settings.model_fields)
+    # Settings keeps the topics' order (repr, model_dump, to_env) and their field definitions.
+    assert list(Settings.model_fields) == [n for topic in TOPICS for n in topic.model_fields]
+    for topic in TOPICS:
+        assert issubclass(Settings, topic)
+        for name, field in topic.model_fields.items():
+            composed = Settings.model_fields[name]
+            assert (composed.annotation, composed.description, composed.metadata) == \
+                (field.annotation, field.description, field.metadata), name
+    assert set(VIEWS.values()) == set(TOPICS)
+
+
+def test_table_sections_come_from_the_topics() -> None:
+    titles = [title for title, _ in GROUPS]
+    assert [topic.table_title for topic in TOPICS] == [
+        t for t in titles if t != "Jobs: retries, records, hooks"]
+    jobs = dict(GROUPS)["Jobs: retries, records, hooks"]
+    assert jobs[0] == "default_max_retries" and set(jobs) <= set(CoreSettings.model_fields)
+    beat = dict(GROUPS)[BeatSettings.table_title]
+    assert beat.index("SCHEDULE_<NAME>") == beat.index("schedule_file") + 1
+
+
+def test_topic_views_hold_their_fields_and_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PDFTASKS_API_KEYS", "acme:" + "a" * 64)
+    monkeypatch.setenv("PDFTASKS_WEBHOOK_ALLOWED_HOSTS", "hooks.internal")
+    monkeypatch.setenv("PDFTASKS_TIMEZONE", "Europe/Berlin")
+    s = Settings(broker_url="sqs://", metrics_port=9000, storage="s3://bucket-a/pdfs/")
+    for attr, topic in VIEWS.items():
+        view = getattr(s, attr)
+        assert type(view) is topic, attr
+        assert dict(view) == {n: getattr(s, n) for n in topic.model_fields}, attr
+        assert view.model_dump() == s.model_dump(include=set(topic.model_fields)), attr
+        assert view.model_fields_set == s.model_fields_set & set(topic.model_fields)
+        # A view is a valid topic model: validating its values alone gives it back.
+        assert topic.model_validate(view.model_dump()) == view, attr
+        assert view.to_env() == {k: v for k, v in s.to_env().items()
+                                 if k.removeprefix("PDFTASKS_").lower() in topic.model_fields}
+    assert s.api.api_keys.get_secret_value() == "acme:" + "a" * 64
+    assert s.api.webhook_allowed_hosts == ["hooks.internal"]
+    assert s.beat.timezone == "Europe/Berlin" and s.ops.metrics_port == 9000
+    assert s.aws.storage == "s3://bucket-a/pdfs" and s.core.is_sqs
+    assert s.core.visibility_timeout_s == 750  # derived, and dumped as derived (None)
+    assert s.core.model_dump()["visibility_timeout_s"] is None
+    assert not hasattr(s.api, "broker_url") and not hasattr(s.core, "api_keys")
+    # Read-only snapshots: changing one cannot silently leave Settings behind.
+    with pytest.raises(ValidationError, match="frozen"):
+        s.api.api_rate_limit_per_min = 1  # type: ignore[misc]
+    s.api.webhook_allowed_hosts.append("x")
+    assert s.webhook_allowed_hosts == ["hooks.internal"]
+    s.metrics_port = 9100  # Settings itself stays mutable, as before
+    assert s.ops.metrics_port == 9100
+
+
+def test_settings_rebuilt_from_its_topics() -> None:
+    s = Settings(broker_url="redis://:pw@h:6379/0", webhook_secret="hook", concurrency=3,
+                 allowed_url_prefixes="https://a/", dynamodb_table="jobs")
+    values: dict[str, Any] = {}
+    explicit: dict[str, Any] = {}
+    for attr in VIEWS:
+        values.update(getattr(s, attr).model_dump())
+        explicit.update(getattr(s, attr).model_dump(exclude_unset=True))
+    assert Settings(**values) == s and Settings(**values).to_env() == s.to_env()
+    assert Settings(**explicit) == s
+    assert Settings(**explicit).model_fields_set == s.model_fields_set
+
+
+def test_topic_model_alone_is_strict() -> None:
+    api = ApiSettings(api_rate_limit_per_min=5, webhook_allowed_hosts="a, b")
+    assert api.api_rate_limit_per_min == 5 and api.webhook_allowed_hosts == ["a", "b"]
+    assert api.to_env()["PDFTASKS_WEBHOOK_ALLOWED_HOSTS"] == "a,b"
+    with pytest.raises(ValidationError, match="unknown setting 'broker_url'"):
+        ApiSettings(broker_url="redis://h")  # type: ignore[call-arg]  # another topic
+    with pytest.raises(ValidationError, match="did you mean 'api_open_health'"):
+        ApiSettings(api_open_healt=False)  # type: ignore[call-arg]
+    with pytest.raises(ValidationError, match="unknown setting 'typo'"):
+        CoreSettings.model_validate({"typo": 1})
+    core = CoreSettings(home="state", broker_url="redis://:core-pw@h/0")
+    assert core.home == Path("state").resolve() and core.visibility_timeout_s == 600
+    assert "core-pw" not in repr(core) and "redis://:***@h/0" in repr(core)
+    assert "api-secret" not in repr(ApiSettings(webhook_secret="api-secret"))
+
+
+@pytest.mark.parametrize(("topic", "values", "message"), [
+    (CoreSettings, {"soft_time_limit_s": 100, "hard_time_limit_s": 50}, "HARD_TIME_LIMIT_S"),
+    (CoreSettings, {"broker_url": "sqs://", "visibility_timeout_s": 600}, "at least 750 s"),
+    (BeatSettings, {"timezone": "Mars/Olympus_Mons"}, "unknown time zone"),
+    (ApiSettings, {"webhook_secret": "change-me"}, "CHANGE-ME"),
+    (OpsSettings, {"log_format": "xml"}, "pattern"),
+    (OpsSettings, {"flower_basic_auth": "admin:CHANGE-ME"}, "CHANGE-ME"),
+    (AwsSettings, {"storage": "ftp://bucket"}, "s3://bucket/prefix"),
+])
+def test_topic_validators_refuse_alone_and_in_settings(
+        topic: type[TopicModel], values: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        topic(**values)
+    with pytest.raises(ValidationError, match=message):
+        Settings(**values)
+
+
+def test_cli_checks_the_readme() -> None:
+    done = subprocess.run([sys.executable, "-m", "pdftasks.settings", "--check", str(README)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    done = subprocess.run([sys.executable, "-m", "pdftasks.settings", "--markdown"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout == settings_table()

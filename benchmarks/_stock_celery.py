@@ -30,7 +30,7 @@ def _get_service() -> Any:
     if _service is None:
         from pdftasks.render import PDFService, PDFServiceConfig
 
-        _service = PDFService(PDFServiceConfig.from_settings())
+        _service = PDFService(PDFServiceConfig.from_settings(), cache_stylesheets=True)
     return _service
 
 

@@ -297,7 +297,7 @@ def _direct_init() -> None:
     global _direct_service
     from pdftasks.render import PDFService
 
-    _direct_service = PDFService()
+    _direct_service = PDFService(cache_stylesheets=True)  # as a worker's
     _direct_service.warm_up()
 
 

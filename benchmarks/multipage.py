@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         import pdftasks.celery_app  # noqa: F401  (a worker child's heap)
         from pdftasks.render import PDFService, PDFServiceConfig
         service = PDFService(PDFServiceConfig(templates_dir=ROOT / "templates",
-                                              output_dir=tmp / "out"))
+                                              output_dir=tmp / "out"),
+                             cache_stylesheets=True)  # as a worker's
         service.warm_up()
         env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(ROOT / "templates")),
                                  autoescape=True)

@@ -199,7 +199,7 @@ def run_pdftasks(args: argparse.Namespace, redis_url: str, tmp: Path,
          "-l", "WARNING", "-n", hostname],
         env=env, log_path=tmp / "pdftasks-worker.log", cwd=tmp)
     r = redis.Redis.from_url(redis_url)
-    low_key = queue_name("low")
+    low_key = queue_name("low", app.pdftasks_settings.queue_namespace)
     rng = random.Random(args.seed)
     lows: list[Any] = []
     held: list[Any] = []  # every AsyncResult sent, to release at the end

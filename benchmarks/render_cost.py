@@ -20,7 +20,7 @@ Rows (each setup in its own Python process, the same invoices)
 * ``pdftasks warm, without this work``: ``PDFService.generate_pdf`` reused across jobs
   (compiled templates, ``FontConfiguration``, the ``css_file`` cache and WeasyPrint's image
   cache kept) with the two render-speed changes switched off: linked stylesheets parsed per
-  document (``stylesheet_cache = None``) and no ``gc.freeze()`` after warm-up.
+  document (``cache_stylesheets=False``) and no ``gc.freeze()`` after warm-up.
 * ``pdftasks warm worker``: ``PDFService.generate_pdf`` as a worker child runs it: the
   Celery app imported first (the same heap as a worker child), the service created and
   warmed up (``warm_up()``), then measured.
@@ -200,9 +200,10 @@ def child(mode: str, out_dir: Path, profile: bool) -> dict[str, Any]:
         import pdftasks.celery_app  # noqa: F401  (a worker child's heap)
         from pdftasks.render import PDFService, PDFServiceConfig
 
-        service = PDFService(PDFServiceConfig(templates_dir=templates, output_dir=out_dir))
+        # "service-before": without the stylesheet cache and gc.freeze (as before them).
+        service = PDFService(PDFServiceConfig(templates_dir=templates, output_dir=out_dir),
+                             cache_stylesheets=mode != "service-before")
         if mode == "service-before":
-            service._fetcher.stylesheet_cache = None
             service.warm_up(freeze_gc=False)
         else:
             service.warm_up()

@@ -143,7 +143,8 @@ def _pool_init(output_dir: str) -> None:
     from pdftasks.render import PDFService, PDFServiceConfig
 
     _service = PDFService(PDFServiceConfig(templates_dir=ROOT / "templates",
-                                           output_dir=output_dir))
+                                           output_dir=output_dir),
+                          cache_stylesheets=True)  # as a worker's
     _service.warm_up()
 
 
@@ -237,7 +238,7 @@ def run_pdftasks(args: argparse.Namespace, tmp: Path, server: RedisServer, measu
     worker = pdftasks_worker(c, hostname, tmp / "worker.log", cwd=tmp)
     if variant:  # the same worker command line, on _variant_app (see that module)
         worker.argv = [sys.executable, "-m", "celery", "-A", "_variant_app", "worker",
-                       "-Q", ",".join(queue_names()), "-c", str(c),
+                       "-Q", ",".join(queue_names(manager.settings.queue_namespace)), "-c", str(c),
                        "--prefetch-multiplier", "1", "-O", "fair", "-n", hostname,
                        "-l", "WARNING" if "warning-logs" in variant else "INFO"]
         worker.env.update(BENCH_VARIANT=variant, PYTHONPATH=os.pathsep.join(

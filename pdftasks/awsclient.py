@@ -17,7 +17,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from pdftasks.settings import Settings, get_settings
+from pdftasks.settings import Settings
 
 
 def _config(read_timeout: float = 10) -> Config:
@@ -25,12 +25,13 @@ def _config(read_timeout: float = 10) -> Config:
                   retries={"mode": "standard", "max_attempts": 4})
 
 
-def client(service: str, settings: Settings | None = None, **config: Any) -> Any:
-    """A boto3 client for ``service`` with the region and endpoint of ``settings``.
+def client(service: str, settings: Settings, **config: Any) -> Any:
+    """A boto3 client for ``service`` with the region and endpoint of ``settings`` (the
+    caller's: nothing here reads ``PDFTASKS_*``).
 
     Credentials come from boto3's usual chain (environment, profile, instance role).
     """
-    s = settings or get_settings()
+    s = settings
     kwargs: dict[str, Any] = {"region_name": s.aws_region, "config": _config(**config)}
     if s.aws_endpoint_url:
         kwargs["endpoint_url"] = s.aws_endpoint_url

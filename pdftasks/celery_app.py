@@ -19,15 +19,23 @@ from pdftasks.settings import Settings, get_settings
 #: Name of the PDF task; routed by its ``priority`` argument.
 GENERATE_PDF = "pdftasks.generate_pdf"
 
+#: ``PDFTASKS_QUEUE_NAMESPACE``'s default (the field's default, not the environment).
+DEFAULT_NAMESPACE: str = Settings.model_fields["queue_namespace"].default
+
 
 def queue_name(priority: object, namespace: str | None = None) -> str:
-    """``pdf.urgent`` … ``pdf.low`` for a priority (name, number or JobPriority)."""
-    ns = namespace or get_settings().queue_namespace
+    """``pdf.urgent`` … ``pdf.low`` for a priority (name, number or JobPriority).
+
+    ``namespace``: the settings' ``queue_namespace`` (pass it: None is the default
+    namespace, ``pdf``, whatever the environment says; the environment is read by entry
+    points, not here)."""
+    ns = namespace or DEFAULT_NAMESPACE
     return f"{ns}.{JobPriority.parse(priority).label}"
 
 
 def queue_names(namespace: str | None = None) -> list[str]:
-    """All four queues, most urgent first: the order workers consume them in."""
+    """All four queues, most urgent first: the order workers consume them in
+    (``namespace`` as in ``queue_name``)."""
     return [queue_name(p, namespace) for p in JobPriority]
 
 
@@ -180,6 +188,10 @@ def create_app(settings: Settings | None = None,
                plugins: Sequence[str | Callable[[Celery], Any]] = DEFAULT_PLUGINS) -> Celery:
     r"""A Celery app for ``settings`` (default: the environment), with ``generate_pdf``
     registered and ``plugins`` installed (each ``fn(app)`` or a ``"module:function"`` name).
+
+    An entry point: the only place an app's settings are read from the environment. The
+    app keeps them (``app.pdftasks_settings``); its tasks, plugins and signal receivers
+    take them from there (``pdftasks.worker.tasks.app_settings``).
 
     Not made Celery's current app (``set_as_current=False``): a host application's own app
     and its ``@shared_task``\ s keep theirs. Follow results with ``app.AsyncResult(id)`` or

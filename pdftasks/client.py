@@ -190,14 +190,22 @@ class PDFQueueManager:
         poll_interval: Default seconds between status checks in ``wait_for_job``.
         max_retries: Default retries of transient failures per job.
         settings: Further ``Settings`` fields for this manager and its local workers
-            (e.g. ``{"soft_time_limit_s": 30}``); the environment supplies the rest.
+            (e.g. ``{"soft_time_limit_s": 30}``); the environment supplies the rest. Or a
+            whole ``Settings``: then it is all of them, and the environment is not read.
+
+    An entry point: without a ``Settings``, the environment is read here, once; the app,
+    job store and workers get the resulting ``self.settings``.
     """
 
     def __init__(self, backend: QueueBackend | None = None,
                  pdf_service: PDFService | None = None, num_workers: int = 2,
                  poll_interval: float = 0.2, max_retries: int | None = None,
-                 settings: Mapping[str, Any] | None = None) -> None:
-        self.backend = backend or _backend_from_settings(get_settings())
+                 settings: Mapping[str, Any] | Settings | None = None) -> None:
+        if isinstance(settings, Settings):
+            base, settings = settings, settings.model_dump()
+        else:
+            base = get_settings()
+        self.backend = backend or _backend_from_settings(base)
         self.pdf_service = pdf_service
         self.num_workers = num_workers
         self.poll_interval = poll_interval
@@ -212,7 +220,7 @@ class PDFQueueManager:
         if max_retries is not None:
             overrides["default_max_retries"] = max_retries
         overrides.update(settings or {})
-        self.settings: Settings = Settings(**{**get_settings().model_dump(), **overrides})
+        self.settings: Settings = Settings(**{**base.model_dump(), **overrides})
         self.app: Celery = create_app(self.settings)
         self.task = self.app.tasks[GENERATE_PDF]
         self.store: JobStore = job_store(self.app)

@@ -18,11 +18,15 @@ from pdftasks.settings import Settings, get_settings
 
 
 def build_api(settings: Settings | None = None) -> FastAPI:
-    """The FastAPI application; its state (Redis, job manager) is made at startup."""
+    """The FastAPI application; its state (Redis, job manager) is made at startup.
+
+    An entry point: ``settings`` default to the environment's, read here once and passed
+    to everything the application makes."""
+    s = settings or get_settings()
 
     @contextlib.asynccontextmanager
     async def lifespan(api: FastAPI) -> AsyncIterator[None]:
-        state = ApiState(settings)
+        state = ApiState(s)
         api.state.api = state
         gc.freeze()  # what was loaded so far stays: shorter collections while serving
         try:
@@ -31,7 +35,6 @@ def build_api(settings: Settings | None = None) -> FastAPI:
             api.state.api = None
             await state.close()
 
-    s = settings or get_settings()
     api = FastAPI(
         title="pdftasks HTTP API",
         version="1",

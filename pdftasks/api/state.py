@@ -30,7 +30,7 @@ from pdftasks.errors import InvalidJobError, TemplateNotFoundError, UnsafePathEr
 from pdftasks.limits import DataLimits, check_data
 from pdftasks.models import JobPriority, JobStatus
 from pdftasks.render import resolve_inside
-from pdftasks.settings import Settings, get_settings
+from pdftasks.settings import Settings
 
 if TYPE_CHECKING:
     from pdftasks.api.idempotency import Idempotency
@@ -90,7 +90,7 @@ class TemplateFiles:
 class ApiState:
     """What one API process keeps: settings, the job manager, Redis, keys, metrics."""
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         import redis
         import redis.asyncio as aioredis
         from redis.asyncio.retry import Retry as AsyncRetry
@@ -99,7 +99,7 @@ class ApiState:
 
         from pdftasks.client import PDFQueueManager, RedisBackend
 
-        s = settings or get_settings()
+        s = settings  # build_api's: read once there
         url = s.effective_job_store_url
         if not url.startswith(("redis://", "rediss://", "unix://")) or s.is_local:
             raise RuntimeError(
@@ -111,7 +111,7 @@ class ApiState:
                         "Create a key with `pdftasks api --new-key TENANT`.")
         self.manager = PDFQueueManager(
             backend=RedisBackend(url=s.effective_broker_url, queue_name=s.queue_namespace),
-            settings=s.model_dump())
+            settings=s)
         # This process never reads Celery results (the job store has the outcome): without
         # a result backend, sending a task does not subscribe to its result channel.
         self.manager.app.conf.result_backend = "disabled"

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 from botocore.exceptions import ClientError
 from celery.backends.base import KeyValueStoreBackend
+from celery.exceptions import ImproperlyConfigured
 from kombu.transport.SQS import CHARS_REPLACE_TABLE
 from kombu.transport.SQS import Transport as _SQSTransport
 from vine import promise
@@ -33,7 +34,7 @@ from vine import promise
 from pdftasks.awsclient import _code, client, thread_client
 from pdftasks.compat import kombu as compat_kombu
 from pdftasks.models import JobPriority
-from pdftasks.settings import Settings, get_settings
+from pdftasks.settings import Settings
 from pdftasks.stores.dynamodb import (
     TTL_ATTRIBUTE,
     DynamoDBJobStore,
@@ -318,7 +319,8 @@ class DynamoDBResultBackend(KeyValueStoreBackend):
 
     Selected by ``PDFTASKS_RESULT_BACKEND`` = ``pdftasks.brokers.sqs.DynamoDBResultBackend+
     dynamodb://TABLE`` (the default on SQS). Region and endpoint come from the app's
-    settings. Results expire after ``PDFTASKS_RESULT_EXPIRES_S`` (DynamoDB TTL; reads skip
+    settings (``app.pdftasks_settings``: only pdftasks apps, made by ``create_app``, can
+    use it). Results expire after ``PDFTASKS_RESULT_EXPIRES_S`` (DynamoDB TTL; reads skip
     expired items).
     """
 
@@ -327,7 +329,12 @@ class DynamoDBResultBackend(KeyValueStoreBackend):
 
     def __init__(self, url: str | None = None, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, url=url, **kwargs)
-        self.settings: Settings = getattr(self.app, "pdftasks_settings", None) or get_settings()
+        settings: Settings | None = getattr(self.app, "pdftasks_settings", None)
+        if settings is None:
+            raise ImproperlyConfigured(
+                f"{type(self).__name__} takes its region, endpoint and table from a pdftasks "
+                f"app's settings; {self.app!r} is not one (use pdftasks.create_app)")
+        self.settings = settings
         self.url = url
         self.table = (urlsplit(url).netloc if url else "") or self.settings.dynamodb_table
         self._local = threading.local()

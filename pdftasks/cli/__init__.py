@@ -66,7 +66,8 @@ def worker(concurrency: int | None, loglevel: str | None, hostname: str | None,
     from pdftasks.settings import get_settings
 
     s = get_settings()
-    q = ([queue_name(p) for p in queues.split(",")] if queues else queue_names())
+    ns = s.queue_namespace
+    q = ([queue_name(p, ns) for p in queues.split(",")] if queues else queue_names(ns))
     argv = ["worker", "-Q", ",".join(q), "-c", str(concurrency or s.concurrency),
             "--prefetch-multiplier", "1", "-O", "fair", "--loglevel", loglevel or s.log_level]
     if hostname:
@@ -282,7 +283,7 @@ def render(template: str, output_filename: str, data: str | None, data_file: str
 
     The same sandbox, URL rules and time/memory limits as a worker apply.
     """
-    from pdftasks.render import PDFService, apply_memory_limit, time_limit
+    from pdftasks.render import PDFService, PDFServiceConfig, apply_memory_limit, time_limit
     from pdftasks.settings import get_settings
 
     s = get_settings()
@@ -290,7 +291,9 @@ def render(template: str, output_filename: str, data: str | None, data_file: str
     apply_memory_limit(s.render_memory_limit_mb)
     try:
         with time_limit(s.soft_time_limit_s):
-            result = PDFService().generate_pdf(template, payload, output_filename, css_file)
+            # One document: no stylesheet cache (and no WeasyPrint hook) to set up.
+            result = PDFService(PDFServiceConfig.from_settings(s)).generate_pdf(
+                template, payload, output_filename, css_file)
     except PdfTasksError as exc:
         _fail(exc)
     click.echo(json.dumps(result.as_dict(), indent=2))

@@ -88,10 +88,9 @@ def metrics(port: int | None, address: str) -> None:
 
     from pdftasks.celery_app import app
     from pdftasks.contrib.monitoring import configure_logging, log, metrics_registry
-    from pdftasks.settings import get_settings
 
-    s = get_settings()
-    configure_logging(s.log_level)
+    s = app.pdftasks_settings  # read once, by the default app
+    configure_logging(s)
     port = port or s.metrics_port
     server, thread = start_http_server(port, addr=address, registry=metrics_registry(app))
     log.info("serving metrics on http://%s:%d/metrics", address, port)

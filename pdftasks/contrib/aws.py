@@ -31,7 +31,7 @@ from pdftasks.brokers.sqs import (
     sqs_queue_name,
 )
 from pdftasks.models import JobPriority, JobStatus
-from pdftasks.settings import Settings, get_settings
+from pdftasks.settings import Settings
 from pdftasks.stores.dynamodb import STATUS_INDEX, TTL_ATTRIBUTE
 
 log = logging.getLogger(__name__)
@@ -257,13 +257,14 @@ def ensure_bucket(settings: Settings) -> str | None:
     return bucket
 
 
-def setup(settings: Settings | None = None) -> dict[str, Any]:
-    """Everything an SQS + DynamoDB (+ S3) deployment needs, idempotent.
+def setup(settings: Settings) -> dict[str, Any]:
+    """Everything an SQS + DynamoDB (+ S3) deployment of ``settings`` needs, idempotent
+    (``pdftasks aws-setup`` passes the environment's).
 
     Creates what is missing and updates queue attributes (visibility timeout, long
     polling, redrive policy). Needs administrative rights, unlike the workers.
     """
-    s = settings or get_settings()
+    s = settings
     out: dict[str, Any] = {"table": ensure_table(s), "bucket": ensure_bucket(s)}
     if s.is_sqs:
         out["queues"] = ensure_queues(s)

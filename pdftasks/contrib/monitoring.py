@@ -27,11 +27,14 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery, bootsteps, signals
 
 from pdftasks.celery_app import is_pdftasks_app
+
+if TYPE_CHECKING:
+    from pdftasks.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -178,12 +181,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str, ensure_ascii=False)
 
 
-def _json_logs_wanted(app: Any = None) -> bool:
-    """JSON logs by ``app``'s settings (default: the environment's)."""
-    from pdftasks.settings import get_settings
+def _json_logs_wanted(app: Any) -> bool:
+    """JSON logs by ``app``'s settings (``PDFTASKS_LOG_FORMAT``)."""
     from pdftasks.worker.tasks import app_settings
 
-    return (app_settings(app) if app is not None else get_settings()).log_format == "json"
+    return app_settings(app).log_format == "json"
 
 
 def _current_pdftasks_app() -> Any:
@@ -201,13 +203,13 @@ def use_json_format(logger: logging.Logger) -> None:
         handler.setFormatter(JsonFormatter())
 
 
-def configure_logging(level: str | int = "INFO") -> None:
-    """Logging for pdftasks processes that Celery does not set up (exporter, API).
-
-    Text or JSON by ``PDFTASKS_LOG_FORMAT``.
-    """
-    logging.basicConfig(level=level, format="[%(asctime)s: %(levelname)s/%(name)s] %(message)s")
-    if _json_logs_wanted():
+def configure_logging(settings: Settings, level: str | int | None = None) -> None:
+    """Logging for pdftasks processes that Celery does not set up (exporter, API), by the
+    caller's ``settings``: text or JSON by ``log_format``, at ``level`` (default
+    ``log_level``)."""
+    logging.basicConfig(level=level or settings.log_level,
+                        format="[%(asctime)s: %(levelname)s/%(name)s] %(message)s")
+    if settings.log_format == "json":
         use_json_format(logging.getLogger())
 
 

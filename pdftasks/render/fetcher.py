@@ -126,10 +126,20 @@ def _make_fetcher(roots: tuple[Path, ...], prefixes: tuple[str, ...]) -> Any:
             raise Denied(f"refused to fetch {url}: network access is off "
                          "(allow it with PDFTASKS_ALLOWED_URL_PREFIXES)")
 
-    fetcher = SafeURLFetcher(timeout=10, allow_redirects=False, fail_on_errors=False)
-    if _install_stylesheet_hook():
+    return SafeURLFetcher(timeout=10, allow_redirects=False, fail_on_errors=False)
+
+
+def enable_stylesheet_cache(fetcher: Any) -> bool:
+    """Give a fetcher of ``_make_fetcher`` its parsed-stylesheet cache; True if it has one.
+
+    This installs the process-wide hook (``_install_stylesheet_hook``: it replaces
+    ``weasyprint.css.CSS``), so only services that asked for the cache call it
+    (``PDFService(cache_stylesheets=True)``, the workers'), and only when they first lay
+    out a document: a process that only submits jobs or checks templates is left as it was.
+    """
+    if fetcher.stylesheet_cache is None and _install_stylesheet_hook():
         fetcher.stylesheet_cache = _StylesheetCache(fetcher)
-    return fetcher
+    return fetcher.stylesheet_cache is not None
 
 
 #: Parsed linked stylesheets kept per service (entries, not bytes); cleared when exceeded.

@@ -29,7 +29,7 @@ from pdftasks.errors import (
     UnsafeResourceError,
 )
 from pdftasks.limits import MAX_DATA_BYTES, DataLimits, check_data
-from pdftasks.render.fetcher import _make_fetcher
+from pdftasks.render.fetcher import _make_fetcher, enable_stylesheet_cache
 from pdftasks.render.sandbox import ConfinedLoader, LimitedSandbox, resolve_inside
 from pdftasks.settings import Settings, get_settings
 from pdftasks.storage import check_output_filename, make_storage
@@ -52,8 +52,11 @@ class PDFServiceConfig:
         data_limits: Depth, key, list and string limits of job data (None: the defaults,
             with ``max_data_bytes``).
         storage: ``s3://bucket/prefix`` to write PDFs to S3 instead of ``output_dir``
-            (region and endpoint from the ``PDFTASKS_AWS_*`` settings); ``""`` = the
-            output directory; None (default) = ``PDFTASKS_STORAGE``.
+            (region and endpoint from ``settings``, which S3 needs); ``""`` = the output
+            directory; None (default) = ``settings.storage``, or the output directory
+            without ``settings``.
+        settings: The ``Settings`` these values came from (``from_settings`` keeps them):
+            the region and endpoint of an S3 storage. Nothing here reads the environment.
     """
 
     templates_dir: str | os.PathLike[str] = "templates"
@@ -62,9 +65,13 @@ class PDFServiceConfig:
     max_data_bytes: int = MAX_DATA_BYTES
     storage: str | None = None
     data_limits: DataLimits | None = None
+    settings: Settings | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> PDFServiceConfig:
+        """The config of ``settings``. Without them, of the environment (``PDFTASKS_*``):
+        a user calling this with nothing is an entry point; pdftasks' own code passes
+        its settings."""
         s = settings or get_settings()
         return cls(
             templates_dir=s.templates_dir,
@@ -73,6 +80,7 @@ class PDFServiceConfig:
             max_data_bytes=s.max_data_bytes,
             storage=s.storage,
             data_limits=DataLimits.from_settings(s),
+            settings=s,
         )
 
     from_env = from_settings
@@ -98,7 +106,14 @@ class PDFService:
     """Renders templates to PDF files (the guide's ``PDFService``), safely.
 
     Args:
-        config: Directories and limits; default ``PDFServiceConfig.from_settings()``.
+        config: Directories and limits; default ``PDFServiceConfig.from_settings()`` (the
+            environment: ``PDFService()`` with nothing is, like ``PDFQueueManager()``, an
+            entry point; pdftasks itself always passes a config).
+        cache_stylesheets: Keep the templates' parsed ``<link>`` stylesheets across
+            documents (``render.fetcher._StylesheetCache``). It needs a process-wide hook
+            (``weasyprint.css.CSS`` is replaced), installed when this service first lays
+            out a document; so it is off by default and on in the worker's render service
+            (``pdftasks.worker.tasks.render_service``), where it saves ~8 ms a document.
     """
 
     #: Exceptions that must pass through untouched (Celery's soft time limit, set by the
@@ -109,14 +124,16 @@ class PDFService:
         """Exceptions that leave the renderer unchanged: pdftasks' own and ``interrupts``."""
         return (PdfTasksError, *self.interrupts)
 
-    def __init__(self, config: PDFServiceConfig | None = None) -> None:
+    def __init__(self, config: PDFServiceConfig | None = None, *,
+                 cache_stylesheets: bool = False) -> None:
         from weasyprint.text.fonts import FontConfiguration
 
         self.config = config or PDFServiceConfig.from_settings()
         self.templates_dir = Path(self.config.templates_dir).expanduser().resolve()
+        settings = self.config.settings
         target = self.config.storage if self.config.storage is not None \
-            else get_settings().storage
-        self.storage = make_storage(target or self.config.output_dir)
+            else (settings.storage if settings is not None else "")
+        self.storage = make_storage(target or self.config.output_dir, settings)
         self.output_dir = Path(self.config.output_dir).expanduser().resolve()
         self.env = LimitedSandbox(
             loader=ConfinedLoader(self.templates_dir),
@@ -131,6 +148,15 @@ class PDFService:
         self._css_cache: dict[tuple[Path, float], Any] = {}
         self._image_cache: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self.cache_stylesheets = cache_stylesheets
+        #: Whether the stylesheet cache was set up (or is not wanted): done on first layout.
+        self._stylesheets_ready = not cache_stylesheets
+
+    def _setup_stylesheet_cache(self) -> None:
+        with self._lock:
+            if not self._stylesheets_ready:
+                enable_stylesheet_cache(self._fetcher)
+                self._stylesheets_ready = True
 
     # Checks usable at submit time, without rendering.
 
@@ -216,6 +242,8 @@ class PDFService:
         """Lay out ``html`` (base URL = templates dir) and return (pdf bytes, page count)."""
         from weasyprint import HTML
 
+        if not self._stylesheets_ready:
+            self._setup_stylesheet_cache()
         stylesheets = [self._stylesheet(css_file)] if css_file else []
         try:
             document = HTML(string=html, base_url=self.templates_dir.as_uri() + "/",

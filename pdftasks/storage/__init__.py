@@ -195,7 +195,8 @@ def process_alive(pid: int) -> bool:
 
 def make_storage(target: str | os.PathLike[str], settings: Settings | None = None) -> Any:
     """The storage for ``target``: ``s3://bucket/prefix`` → ``S3Storage`` (region and
-    endpoint from ``settings``), anything else → ``LocalStorage`` of that directory.
+    endpoint from ``settings``, required then), anything else → ``LocalStorage`` of that
+    directory.
 
     Both have ``write(filename, data)`` (returning the ``Path`` or the ``s3://`` URI that
     becomes the job's ``result_path``) and ``delete_older_than(cutoff, dry_run)``.
@@ -203,6 +204,10 @@ def make_storage(target: str | os.PathLike[str], settings: Settings | None = Non
     if isinstance(target, str) and target.startswith("s3://"):
         from pdftasks.storage.s3 import S3Storage
 
+        if settings is None:
+            raise ValueError(f"the S3 storage {target!r} needs settings (its region and "
+                             "endpoint): pass them, e.g. PDFServiceConfig(settings=...) or "
+                             "PDFServiceConfig.from_settings(settings)")
         return S3Storage(target, settings)
     return LocalStorage(target)
 

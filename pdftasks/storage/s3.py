@@ -12,7 +12,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from pdftasks.awsclient import _code, client, parse_s3_url
 from pdftasks.errors import StorageError
-from pdftasks.settings import Settings, get_settings
+from pdftasks.settings import Settings
 from pdftasks.storage import check_key
 
 #: Default lifetime of a presigned download URL, in seconds.
@@ -27,13 +27,14 @@ class S3Storage:
 
     Args:
         url: ``s3://bucket`` or ``s3://bucket/prefix``.
-        settings: Region and endpoint; default: the environment.
+        settings: Region and endpoint (the caller's settings: nothing here reads the
+            environment).
     """
 
-    def __init__(self, url: str, settings: Settings | None = None) -> None:
+    def __init__(self, url: str, settings: Settings) -> None:
         self.url = url
         self.bucket, self.prefix = parse_s3_url(url)
-        self.settings = settings or get_settings()
+        self.settings = settings
         self._local = threading.local()
 
     @property

@@ -41,7 +41,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pdftasks.awsclient import _code, thread_client
 from pdftasks.errors import BrokerUnavailableError, InvalidDataError
 from pdftasks.models import Job, JobPriority, JobStatus
-from pdftasks.settings import JOB_RETENTION_S, Settings, get_settings
+from pdftasks.settings import JOB_RETENTION_S, Settings
 from pdftasks.stores.base import JobStore, _encode
 
 #: Name of the table's global secondary index on (status_key, created_ts).
@@ -128,14 +128,18 @@ class DynamoDBJobStore(JobStore):
         table: Table name.
         namespace: Queue namespace; records of other namespaces are invisible.
         retention_s: Records expire (TTL) this long after creation.
-        settings: Region, endpoint and credentials source; default: the environment.
+        settings: Region, endpoint and credentials source (required: nothing here reads
+            the environment; ``open_store(settings)`` passes them).
     """
 
     def __init__(self, table: str, namespace: str, retention_s: int = JOB_RETENTION_S,
                  settings: Settings | None = None) -> None:
         super().__init__(namespace, retention_s)
         self.table = table
-        self.settings = settings or get_settings()
+        if settings is None:
+            raise TypeError("DynamoDBJobStore needs settings (region and endpoint): "
+                            "pdftasks.stores.open_store(settings) passes them")
+        self.settings: Settings = settings
         self._local = threading.local()
 
     @property

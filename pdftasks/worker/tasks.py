@@ -39,7 +39,7 @@ from pdftasks.render import (
     resolve_inside,
     time_limit,
 )
-from pdftasks.settings import Settings, get_settings
+from pdftasks.settings import Settings
 from pdftasks.storage import check_output_filename, storage_key
 from pdftasks.stores import Job, JobStore, open_store
 from pdftasks.worker.request import PdfRequest
@@ -53,7 +53,17 @@ _per_app: weakref.WeakKeyDictionary[Celery, dict[tuple[str, int], Any]] = \
 
 
 def app_settings(app: Celery) -> Settings:
-    return getattr(app, "pdftasks_settings", None) or get_settings()
+    """``app``'s settings (``app.pdftasks_settings``, given to or read by ``create_app``).
+
+    Raises:
+        RuntimeError: ``app`` is not a pdftasks app. Nothing below the entry points reads
+            the environment: a host's own app has no pdftasks settings to fall back on.
+    """
+    settings: Settings | None = getattr(app, "pdftasks_settings", None)
+    if settings is None:
+        raise RuntimeError(f"{app!r} is not a pdftasks app (made by pdftasks.create_app): "
+                           "it has no pdftasks settings")
+    return settings
 
 
 def event_hooks(app: Celery) -> list[Any]:
@@ -82,10 +92,15 @@ def job_store(app: Celery) -> JobStore:
 
 
 def render_service(app: Celery) -> PDFService:
-    """This process's renderer for ``app``: templates, styles and fonts reused across jobs."""
+    """This process's renderer for ``app``: templates, styles and fonts reused across jobs.
+
+    Its linked stylesheets are cached too (``cache_stylesheets``): the process-wide
+    WeasyPrint hook that needs is installed when it first renders (a worker's warm-up), not
+    in a process that only checks templates before submitting."""
 
     def make() -> PDFService:
-        service = PDFService(PDFServiceConfig.from_settings(app_settings(app)))
+        service = PDFService(PDFServiceConfig.from_settings(app_settings(app)),
+                             cache_stylesheets=True)
         service.interrupts = (SoftTimeLimitExceeded,)
         return service
 

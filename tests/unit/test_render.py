@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import http.server
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 from pdftasks import errors
 from pdftasks.render import PDFService, PDFServiceConfig, check_data, time_limit
 from pdftasks.samples import sample_invoice
-from tests.conftest import TEMPLATES, pdf_text
+from tests.conftest import ROOT, TEMPLATES, pdf_text
 
 
 @pytest.fixture(scope="module")
@@ -148,3 +150,32 @@ def test_unwritable_output_is_a_transient_storage_error(tmp_path: Path) -> None:
     with pytest.raises(errors.StorageError) as info:
         svc.generate_pdf("escape.html", {"value": 1}, "x.pdf")
     assert info.value.permanent is False
+
+
+def test_only_a_caching_service_patches_weasyprint_and_only_once_it_renders(
+        tmp_path: Path) -> None:
+    """The stylesheet cache's hook replaces ``weasyprint.css.CSS`` for the whole process:
+    a default ``PDFService`` (a host application's, ``pdftasks render``) never installs it;
+    one made with ``cache_stylesheets=True`` (the worker's) does when it first renders. In
+    a fresh interpreter, where no earlier test installed it."""
+    code = f"""
+import weasyprint.css
+from pdftasks.render import PDFService, PDFServiceConfig
+from pdftasks.samples import sample_invoice
+
+original = weasyprint.css.CSS
+config = PDFServiceConfig(templates_dir={str(TEMPLATES)!r}, output_dir={str(tmp_path)!r})
+service = PDFService(config)
+assert weasyprint.css.CSS is original, "a default service patched it when created"
+service.render_pdf("invoice.html", sample_invoice(1))
+assert weasyprint.css.CSS is original, "a default service patched it when rendering"
+assert service._fetcher.stylesheet_cache is None
+
+caching = PDFService(config, cache_stylesheets=True)
+caching.check_template("invoice.html")
+assert weasyprint.css.CSS is original, "a caching service patched it before rendering"
+caching.render_pdf("invoice.html", sample_invoice(1))
+hooked = getattr(weasyprint.css.CSS, "_pdftasks_hook", False)
+assert hooked == (caching._fetcher.stylesheet_cache is not None), hooked
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=120)

@@ -1,6 +1,7 @@
 """The renderer's speed-ups (parsed <link> stylesheets reused, gc.freeze after warm-up)
 change nothing in the output: a reused PDFService produces the same text and page count as
-a stock WeasyPrint render of the same HTML with fresh objects."""
+a stock WeasyPrint render of the same HTML with fresh objects. The services here cache
+stylesheets as a worker's does (``cache_stylesheets=True``)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ def stock_pdf(service: PDFService, template: str, data: dict) -> bytes:
 @pytest.fixture(scope="module")
 def service(tmp_path_factory) -> PDFService:
     out = tmp_path_factory.mktemp("out")
-    svc = PDFService(PDFServiceConfig(templates_dir=TEMPLATES, output_dir=out))
+    svc = PDFService(PDFServiceConfig(templates_dir=TEMPLATES, output_dir=out),
+                     cache_stylesheets=True)
     svc.warm_up()
     return svc
 
@@ -78,7 +80,8 @@ def test_changed_stylesheet_is_parsed_again(tmp_path: Path) -> None:
         '<body><h1>Title</h1></body></html>')
     css = templates / "s.css"
     css.write_text('h1::after { content: " one"; }')
-    svc = PDFService(PDFServiceConfig(templates_dir=templates, output_dir=tmp_path / "out"))
+    svc = PDFService(PDFServiceConfig(templates_dir=templates, output_dir=tmp_path / "out"),
+                     cache_stylesheets=True)
     assert "Title one" in pages_text(svc.render_pdf("page.html", {})[0])[0]
     time.sleep(0.01)
     css.write_text('h1::after { content: " two, changed"; }')
@@ -88,7 +91,8 @@ def test_changed_stylesheet_is_parsed_again(tmp_path: Path) -> None:
 def test_cached_stylesheet_still_passes_the_fetcher(tmp_path: Path) -> None:
     templates = tmp_path / "templates"
     shutil.copytree(TEMPLATES, templates)
-    svc = PDFService(PDFServiceConfig(templates_dir=templates, output_dir=tmp_path / "out"))
+    svc = PDFService(PDFServiceConfig(templates_dir=templates, output_dir=tmp_path / "out"),
+                     cache_stylesheets=True)
     svc.render_pdf("invoice.html", sample_invoice(1))
     # Given base.css, cached, replaced by a link to a file outside the templates directory
     outside = tmp_path / "outside.css"
@@ -109,7 +113,8 @@ def test_stylesheets_with_per_document_state_are_not_cached(tmp_path: Path) -> N
     (templates / "c.css").write_text(
         "@counter-style thumbs { system: cyclic; symbols: '*'; suffix: ' '; }"
         " ol.x { list-style: thumbs; }")
-    svc = PDFService(PDFServiceConfig(templates_dir=templates, output_dir=tmp_path / "out"))
+    svc = PDFService(PDFServiceConfig(templates_dir=templates, output_dir=tmp_path / "out"),
+                     cache_stylesheets=True)
     first = pages_text(svc.render_pdf("page.html", {})[0])
     second = pages_text(svc.render_pdf("page.html", {})[0])
     assert first == second == pages_text(stock_pdf(svc, "page.html", {}))

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from celery import Celery
-from kombu import Exchange, Queue
+from kombu.entity import Exchange, Queue
 
 from pdftasks.models import JobPriority
 from pdftasks.settings import Settings, get_settings
@@ -200,9 +200,9 @@ def create_app(settings: Settings | None = None,
     from pdftasks.worker import tasks
 
     app = Celery("pdftasks", set_as_current=False)
-    app.pdftasks_settings = settings or get_settings()  # type: ignore[attr-defined]
-    app.pdftasks_hooks = []  # type: ignore[attr-defined]  # see tasks.event_hooks
-    configure(app, app.pdftasks_settings)  # type: ignore[attr-defined]
+    app.pdftasks_settings = settings or get_settings()
+    app.pdftasks_hooks = []  # see tasks.event_hooks
+    configure(app, app.pdftasks_settings)
     tasks.register(app)
     for plugin in plugins:
         if isinstance(plugin, str):

@@ -72,7 +72,7 @@ def _ts(value: dt.datetime | None) -> float | None:
 def _dt(value: float | str | None) -> dt.datetime | None:
     if value in (None, "", "None"):
         return None
-    return dt.datetime.fromtimestamp(float(value), dt.UTC)  # type: ignore[arg-type]
+    return dt.datetime.fromtimestamp(float(value), dt.UTC)
 
 
 def now() -> dt.datetime:

@@ -22,13 +22,12 @@ from pdftasks.api.metrics import ApiMetrics
 from pdftasks.api.models import PdfRequest, _text_error
 from pdftasks.contrib.webhooks import (
     CALLBACK_KEY,
-    TENANT_KEY,
     UnsafeCallbackError,
     check_callback_url,
 )
 from pdftasks.errors import InvalidJobError, TemplateNotFoundError, UnsafePathError
 from pdftasks.limits import DataLimits, check_data
-from pdftasks.models import JobPriority, JobStatus
+from pdftasks.models import TENANT_KEY, JobPriority, JobStatus
 from pdftasks.render import resolve_inside
 from pdftasks.settings import Settings
 

@@ -75,7 +75,7 @@ def _guarded_message_class(base: type) -> type:
         return base
     if base not in _guarded_classes:
 
-        class GuardedMessage(base):  # type: ignore[misc, valid-type]
+        class GuardedMessage(base):
             pdftasks_guarded = True
 
             def __init__(self, payload: Any, *args: Any, **kwargs: Any) -> None:

@@ -146,7 +146,7 @@ class Channel(compat_kombu.SQSChannel):
         super().__init__(*args, **kwargs)
 
     @property
-    def endpoint_url(self) -> str | None:  # type: ignore[override]
+    def endpoint_url(self) -> str | None:
         configured = self.transport_options.get("endpoint_url")
         if configured:
             return str(configured)

@@ -109,7 +109,7 @@ def set_redis_message_class(channel: Any, cls: type) -> None:
 def _sqs_channel_class() -> type:
     from kombu.transport.SQS import Channel
 
-    class SQSChannel(Channel):  # type: ignore[misc, valid-type]
+    class SQSChannel(Channel):
         """kombu's SQS channel, with the internals pdftasks' priority polling uses under
         names of their own. Subclasses override ``poll_queue`` (kombu's ``_schedule_queue``:
         one step of its polling loop for a queue)."""
@@ -124,7 +124,7 @@ def _sqs_channel_class() -> type:
         @property
         def consumed_queues(self) -> list[str]:
             """The queues this channel consumes from, in the order they were added (live)."""
-            return self._active_queues  # type: ignore[no-any-return]
+            return self._active_queues
 
         def queue_url(self, queue: str) -> str:
             """The URL of ``queue`` (created if missing)."""

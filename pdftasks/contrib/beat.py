@@ -279,7 +279,8 @@ def load_source(path: str) -> ReportSource:
     module, _, name = path.partition(":")
     if not name:
         raise ValueError(f"PDFTASKS_REPORT_SOURCE {path!r} must look like 'module:object'")
-    return getattr(importlib.import_module(module), name)
+    source: ReportSource = getattr(importlib.import_module(module), name)
+    return source
 
 
 _CUSTOMER = re.compile(r"[^A-Za-z0-9_-]+")

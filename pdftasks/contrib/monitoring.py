@@ -518,6 +518,6 @@ def metrics_registry(app: Celery) -> Any:
     from prometheus_client import CollectorRegistry
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(PdfTasksCollector(app))  # type: ignore[arg-type]
+    registry.register(PdfTasksCollector(app))
     return registry
 

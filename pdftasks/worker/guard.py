@@ -49,14 +49,13 @@ from pdftasks.brokers.redis_guard import (
     guard_redis_channel,
 )
 from pdftasks.errors import BrokerUnavailableError, InvalidJobError
-from pdftasks.limits import DataLimits
+from pdftasks.limits import MAX_ID, DataLimits
 from pdftasks.models import JobPriority, JobStatus
 from pdftasks.stores import DEAD_LETTER_EXCERPT, Job
 from pdftasks.worker.checks import (
     ARG_NAMES,
     BODY_SLACK,
     MAX_ENVELOPE_VALUES,
-    MAX_ID,
     MAX_NAME,
     MAX_RETRIES,
     REQUIRED,

@@ -74,7 +74,7 @@ def event_hooks(app: Celery) -> list[Any]:
     hooks = getattr(app, "pdftasks_hooks", None)
     if hooks is None:
         hooks = []
-        app.pdftasks_hooks = hooks  # type: ignore[attr-defined]
+        app.pdftasks_hooks = hooks
     return hooks
 
 
@@ -88,7 +88,8 @@ def _cached(app: Celery, name: str, factory: Any) -> Any:
 
 def job_store(app: Celery) -> JobStore:
     """This process's job store for ``app``."""
-    return _cached(app, "store", lambda: open_store(app_settings(app)))
+    store: JobStore = _cached(app, "store", lambda: open_store(app_settings(app)))
+    return store
 
 
 def render_service(app: Celery) -> PDFService:
@@ -104,7 +105,8 @@ def render_service(app: Celery) -> PDFService:
         service.interrupts = (SoftTimeLimitExceeded,)
         return service
 
-    return _cached(app, "service", make)
+    service: PDFService = _cached(app, "service", make)
+    return service
 
 
 def submit_checks(app: Celery, template: Any, data: Any, output_filename: Any, priority: Any,

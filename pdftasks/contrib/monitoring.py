@@ -14,6 +14,9 @@
   failed or retrying adds to a few counters in one Redis hash (``{namespace}:metrics``) of
   the job store. ``pdftasks metrics`` (``PdfTasksCollector``) reads them at scrape time along
   with queue depth (the priority lists) and job counts per status and priority.
+
+A little over 500 lines because the three share one install hook and one set of names (the
+metric names are read by the Grafana dashboard and the alert rules in ``deploy/``).
 """
 
 from __future__ import annotations

@@ -34,9 +34,15 @@ def apply_memory_limit(limit_mb: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
+#: After the time limit, how often the alarm is raised again until the render stops, in s.
+TIME_LIMIT_REPEAT_S = 0.5
+
+
 @contextlib.contextmanager
 def time_limit(seconds: float) -> Iterator[None]:
-    """Raise ``RenderTimeoutError`` in the main thread after ``seconds`` (SIGALRM)."""
+    """Raise ``RenderTimeoutError`` in the main thread after ``seconds`` (SIGALRM), and
+    again every ``TIME_LIMIT_REPEAT_S`` until the block is left: code that catches every
+    ``Exception`` (WeasyPrint logs and goes on after some errors) cannot swallow the limit."""
     if seconds <= 0 or threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -47,7 +53,7 @@ def time_limit(seconds: float) -> Iterator[None]:
             "(runaway template?)")
 
     previous = signal.signal(signal.SIGALRM, _expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.setitimer(signal.ITIMER_REAL, seconds, TIME_LIMIT_REPEAT_S)
     try:
         yield
     finally:

@@ -147,3 +147,17 @@ def test_cleanup_deletes_only_old_files_inside_the_output_dir(tmp_path: Path) ->
     assert (out / "link.pdf").is_symlink() and (outside / "precious.pdf").exists()
     assert (out / "linkdir").is_symlink() and (out / "notes.txt").exists()
     assert store.get("old-job") is None and store.get("new-job") is not None
+
+
+def test_the_example_schedule_is_the_packaged_default() -> None:
+    # beat_schedule.py (the example to copy) and pdftasks.contrib.default_schedule (what an
+    # installed wheel uses) hold the same entries; a change to one must reach the other.
+    import importlib.util
+
+    from pdftasks.contrib import default_schedule
+
+    spec = importlib.util.spec_from_file_location("example_schedule", ROOT / "beat_schedule.py")
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    assert example.ENTRIES == default_schedule.ENTRIES

@@ -27,8 +27,9 @@ from celery import Celery
 
 from pdftasks.brokers.redis_results import untracked
 from pdftasks.celery_app import GENERATE_PDF, create_app, queue_names
-from pdftasks.errors import JobNotFoundError
+from pdftasks.errors import InvalidOptionsError, JobNotFoundError
 from pdftasks.models import JobPriority, JobStatus
+from pdftasks.options import redacted_paths
 from pdftasks.render import PDFService
 from pdftasks.settings import Settings, get_settings
 from pdftasks.stores import Job, JobStore
@@ -239,20 +240,25 @@ class PDFQueueManager:
                    css_file: str | None = None,
                    priority: JobPriority | str | int = JobPriority.NORMAL,
                    metadata: Mapping[str, Any] | None = None,
-                   max_retries: int | None = None) -> str:
-        """Queue one job; return its id. Bad input raises a typed ``InvalidJobError``."""
+                   max_retries: int | None = None,
+                   options: Mapping[str, Any] | None = None) -> str:
+        """Queue one job; return its id. Bad input raises a typed ``InvalidJobError``.
+
+        ``options``: the job's options (``pdftasks.options.JobOptions``: split, metadata,
+        pdf_variant, einvoice, watermark, encrypt, sign, attachments, merge)."""
         return self.submit_batch([{"template": template, "data": data,
                                    "output": output_filename, "css_file": css_file,
                                    "priority": priority, "metadata": metadata,
-                                   "max_retries": max_retries}])[0]
+                                   "max_retries": max_retries, "options": options}])[0]
 
     def submit_batch(self, jobs: Iterable[Mapping[str, Any]],
                      priority: JobPriority | str | int = JobPriority.NORMAL) -> list[str]:
         """Queue many jobs over one connection; return their ids in order.
 
         Each item has ``template``, ``data``, ``output`` (or ``output_filename``) and
-        optionally ``priority``, ``css_file``, ``metadata``, ``max_retries``. Every item is
-        checked before anything is queued: one bad item raises and queues nothing.
+        optionally ``priority``, ``css_file``, ``metadata``, ``max_retries``, ``options``.
+        Every item is checked before anything is queued: one bad item raises and queues
+        nothing.
         """
         return submit_jobs(self.app, jobs, priority, service=self.pdf_service)
 
@@ -318,6 +324,11 @@ class PDFQueueManager:
         job = self.store.get(job_id)
         if job is None:
             return False
+        secrets = redacted_paths(job.options)
+        if secrets:
+            raise InvalidOptionsError(
+                f"job {job_id} cannot be retried: its {', '.join(secrets)} option is not "
+                "kept (secrets are never stored); submit it again")
         check_broker(self.app)
         if not self.store.transition(
                 job_id, JobStatus.PENDING, (JobStatus.FAILED, JobStatus.CANCELLED),
@@ -536,6 +547,8 @@ def submit_jobs(app: Celery, jobs: Iterable[Mapping[str, Any]],
     task = app.tasks[GENERATE_PDF]
     store = job_store(app)
     records: list[Job] = []
+    #: Each job's options as given (its record keeps them with secrets redacted).
+    options: dict[str, Any] = {}
     checked: set[tuple[Any, Any]] = set()
     for item in jobs:
         bound = {
@@ -545,12 +558,15 @@ def submit_jobs(app: Celery, jobs: Iterable[Mapping[str, Any]],
             "priority": item.get("priority") if item.get("priority") is not None
             else priority,
             "metadata": item.get("metadata"), "max_retries": item.get("max_retries"),
+            "options": item.get("options"),
         }
         prio = submit_checks(app, bound["template"], bound["data"], bound["output_filename"],
                              bound["priority"], bound["css_file"], service=service,
-                             checked=checked)
+                             checked=checked, options=bound["options"])
         bound["priority"] = prio.label
         records.append(make_job(app, None, bound))
+        if bound["options"]:
+            options[records[-1].job_id] = dict(bound["options"])
     check_broker(app)
     published = 0
     try:
@@ -563,7 +579,8 @@ def submit_jobs(app: Celery, jobs: Iterable[Mapping[str, Any]],
                 # One Redis pipeline per chunk (kombu >= 5.7 publish batches).
                 with producer.batch(max_size=_BATCH + 1):
                     for job in chunk:
-                        task.apply_async(kwargs=_task_kwargs(job), task_id=job.job_id,
+                        task.apply_async(kwargs=_task_kwargs(job, options.get(job.job_id)),
+                                         task_id=job.job_id,
                                          producer=producer, pdftasks_recorded=True)
                 published += len(chunk)
     except BaseException:
@@ -573,11 +590,16 @@ def submit_jobs(app: Celery, jobs: Iterable[Mapping[str, Any]],
     return [job.job_id for job in records]
 
 
-def _task_kwargs(job: Job) -> dict[str, Any]:
-    return {"template": job.template, "data": job.data,
-            "output_filename": job.output_filename, "priority": job.priority.label,
-            "css_file": job.css_file, "max_retries": job.max_retries,
-            "metadata": job.metadata}
+def _task_kwargs(job: Job, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``generate_pdf``'s arguments for ``job``; ``options`` as given (the record's copy
+    has its secrets redacted). No ``options`` argument when there are none."""
+    kwargs = {"template": job.template, "data": job.data,
+              "output_filename": job.output_filename, "priority": job.priority.label,
+              "css_file": job.css_file, "max_retries": job.max_retries,
+              "metadata": job.metadata}
+    if options or job.options:
+        kwargs["options"] = dict(options or job.options)
+    return kwargs
 
 
 def _now() -> Any:

@@ -62,6 +62,15 @@ class InvalidDataError(InvalidJobError):
     """The job's data is not a JSON object, not JSON-serializable, or too large."""
 
 
+class DataTypeError(InvalidDataError):
+    """A value in the job's data has the wrong type for the template (a string where the
+    template expects an object or a list, text where it computes with numbers)."""
+
+
+class InvalidOptionsError(InvalidJobError):
+    """A job option is unknown, has a bad value, or cannot be combined with another."""
+
+
 class UnsafeResourceError(PermanentError):
     """The document referenced a URL that pdftasks does not fetch (local file, network)."""
 

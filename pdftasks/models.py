@@ -100,6 +100,8 @@ class Job:
     metadata: dict[str, Any] = field(default_factory=dict)
     pages: int | None = None
     attempts: int = 0
+    #: The job's options (``pdftasks.options``), secrets redacted.
+    options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def duration_s(self) -> float | None:
@@ -114,7 +116,7 @@ class Job:
             value = getattr(self, f.name)
             if f.name in _TIMES:
                 value = "" if value is None else repr(_ts(value))
-            elif f.name in ("data", "metadata"):
+            elif f.name in ("data", "metadata", "options"):
                 value = json.dumps(value, separators=(",", ":"))
             elif f.name == "status":
                 value = value.value
@@ -141,4 +143,5 @@ class Job:
             metadata=json.loads(rec.get("metadata") or "{}"),
             pages=int(rec["pages"]) if rec.get("pages") else None,
             attempts=int(rec.get("attempts") or 0),
+            options=json.loads(rec.get("options") or "{}"),
         )

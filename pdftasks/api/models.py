@@ -13,6 +13,7 @@ from pdftasks.api.errors import redact_paths
 from pdftasks.contrib.webhooks import RESERVED_METADATA, job_document
 from pdftasks.errors import InvalidJobError, UnsafePathError
 from pdftasks.limits import DataLimits, check_data
+from pdftasks.options import JobOptions
 from pdftasks.storage import check_output_filename
 
 if TYPE_CHECKING:
@@ -62,6 +63,9 @@ class PdfRequest(BaseModel):
         None, min_length=1, max_length=2048,
         description="http(s) URL that receives a signed POST when the job completed or "
                     "finally failed.")
+    options: JobOptions | None = Field(
+        None, description="Job options: split, metadata, pdf_variant, einvoice, watermark, "
+                          "encrypt, sign, attachments, merge (see the job options reference).")
 
     @field_validator("filename")
     @classmethod
@@ -133,6 +137,8 @@ class JobDocument(BaseModel):
     retry_count: int
     max_retries: int
     metadata: dict[str, Any]
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="The job's options, secrets shown as \"***\".")
     download_url: str | None
 
 

@@ -299,4 +299,6 @@ class ApiState:
             priority = default_priority  # type: ignore[assignment]
         return {"template": req.template, "data": req.data, "output": req.filename,
                 "css_file": req.css_file, "priority": priority, "metadata": metadata,
-                "max_retries": req.max_retries}
+                "max_retries": req.max_retries,
+                "options": None if req.options is None
+                else req.options.model_dump(mode="json", exclude_none=True)}

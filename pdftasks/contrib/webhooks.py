@@ -241,6 +241,7 @@ def job_document(job: Any, base_path: str = "/api/pdf") -> dict[str, Any]:
         "retries": f"{job.retry_count}/{job.max_retries}",
         "retry_count": job.retry_count, "max_retries": job.max_retries,
         "metadata": public_metadata(job.metadata),
+        "options": dict(getattr(job, "options", None) or {}),
         "download_url": f"{base_path}/{job.job_id}/download" if status == "completed" else None,
     }
     return doc

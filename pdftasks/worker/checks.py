@@ -16,10 +16,11 @@ from kombu.exceptions import ContentDisallowed, DecodeError
 from pdftasks.errors import InvalidDataError, InvalidJobError
 from pdftasks.limits import MAX_ID, DataLimits, check_data
 from pdftasks.models import JobPriority
+from pdftasks.options import parse_options
 
 #: ``generate_pdf``'s parameters, in order, and those without a default.
 ARG_NAMES = ("template", "data", "output_filename", "priority", "css_file", "max_retries",
-             "metadata")
+             "metadata", "options")
 REQUIRED = ("template", "data", "output_filename")
 #: Longest template, CSS or output file name, in characters.
 MAX_NAME = 1024
@@ -286,6 +287,7 @@ def check_arguments(bound: Mapping[str, Any], limits: DataLimits) -> None:
             raise InvalidDataError(_DATA_WORD.sub("metadata", str(exc))) from None
     elif metadata is not None and not isinstance(metadata, Mapping):
         raise InvalidDataError(f"metadata must be a JSON object (dict), not {_name(metadata)}")
+    parse_options(bound.get("options"))
 
 
 def check_job_message(message: Any, body: Any, limits: DataLimits,

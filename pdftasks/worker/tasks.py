@@ -32,6 +32,7 @@ from pdftasks.errors import (
 )
 from pdftasks.limits import DataLimits, check_data
 from pdftasks.models import TENANT_KEY, JobPriority, JobStatus
+from pdftasks.options import parse_options, redact_options
 from pdftasks.render import (
     PDFService,
     PDFServiceConfig,
@@ -111,7 +112,8 @@ def render_service(app: Celery) -> PDFService:
 
 def submit_checks(app: Celery, template: Any, data: Any, output_filename: Any, priority: Any,
                   css_file: Any = None, service: PDFService | None = None,
-                  checked: set[tuple[Any, Any]] | None = None) -> JobPriority:
+                  checked: set[tuple[Any, Any]] | None = None,
+                  options: Any = None) -> JobPriority:
     """Checks done before a job is queued; raise a typed ``InvalidJobError``.
 
     The template's existence and syntax are checked when the templates directory exists
@@ -122,6 +124,7 @@ def submit_checks(app: Celery, template: Any, data: Any, output_filename: Any, p
     prio = JobPriority.parse(priority)
     check_data(data, DataLimits.from_settings(s))
     check_output_filename(output_filename)
+    parse_options(options)
     if checked is not None and (template, css_file) in checked:
         return prio
     if service is not None or s.templates_dir.is_dir():
@@ -219,7 +222,7 @@ class PdfTask(Task):
             return self._publish(args, kwargs, options)
         args, kwargs = tuple(args or ()), dict(kwargs or {})
         names = ("template", "data", "output_filename", "priority", "css_file",
-                 "max_retries", "metadata")
+                 "max_retries", "metadata", "options")
         bound = dict(zip(names, args, strict=False))
         bound.update(kwargs)
         missing = {"template", "data", "output_filename"} - bound.keys()
@@ -227,8 +230,10 @@ class PdfTask(Task):
             raise TypeError(f"generate_pdf() missing arguments: {', '.join(sorted(missing))}")
         prio = submit_checks(self.app, bound["template"], bound["data"],
                              bound["output_filename"], bound.get("priority", JobPriority.NORMAL),
-                             bound.get("css_file"))
+                             bound.get("css_file"), options=bound.get("options"))
         bound["priority"] = prio.label
+        if not bound.get("options"):
+            bound.pop("options", None)
         job = make_job(self.app, options.get("task_id"), bound)
         options["task_id"] = job.job_id
         check_broker(self.app)
@@ -317,6 +322,7 @@ def make_job(app: Celery, job_id: str | None, bound: Mapping[str, Any]) -> Job:
         max_retries=app_settings(app).default_max_retries if max_retries is None
         else max_retries,
         metadata=dict(bound.get("metadata") or {}),
+        options=redact_options(bound.get("options")),
     )
 
 
@@ -338,8 +344,8 @@ def adopt_job(app: Celery, job_id: str, bound: Mapping[str, Any]) -> bool:
 
 def _generate_pdf(self: Task, template: str, data: Mapping[str, Any], output_filename: str,
                   priority: str = "normal", css_file: str | None = None,
-                  max_retries: int | None = None, metadata: Mapping[str, Any] | None = None
-                  ) -> dict[str, Any]:
+                  max_retries: int | None = None, metadata: Mapping[str, Any] | None = None,
+                  options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Render ``template`` with ``data`` to ``<namespace>/<tenant or _>/<job id>/<output_filename>``
     in the storage (``pdftasks.storage.storage_key``).
 
@@ -360,7 +366,7 @@ def _generate_pdf(self: Task, template: str, data: Mapping[str, Any], output_fil
     if attempts == 0 and adopt_job(app, job_id, {
             "template": template, "data": data, "output_filename": output_filename,
             "priority": priority, "css_file": css_file, "max_retries": max_retries,
-            "metadata": metadata}):
+            "metadata": metadata, "options": options}):
         attempts = patiently(store.add_attempt, job_id)
     crashes = attempts - self.request.retries - 1
     if crashes > s.max_redeliveries:
@@ -381,13 +387,14 @@ def _generate_pdf(self: Task, template: str, data: Mapping[str, Any], output_fil
         # An earlier delivery died, perhaps between writing its temporary file and
         # renaming it: remove that file before rendering again.
         render_service(app).storage.discard_stale_temps(key)
+    job_options = parse_options(options)  # checked at the door; again here
     limit = s.soft_time_limit_s
     try:
         # Our own alarm as well as Celery's soft limit: the child enforces it even when the
         # main process's timer is late, and the message is the same either way.
         with time_limit(limit):
             result = render_service(app).generate_pdf(template, data, output_filename, css_file,
-                                                      key=key)
+                                                      key=key, options=job_options)
     except SoftTimeLimitExceeded as exc:
         raise RenderTimeoutError(
             f"render exceeded the soft time limit of {limit:g} s and was stopped "

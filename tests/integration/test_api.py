@@ -710,3 +710,25 @@ def test_django_example_runs_the_guide_pattern_2(redis_client, redis_url, tmp_pa
         assert client.get("/api/pdf/no-such-job").status_code == 404
     finally:
         PDFQueueService.stop()
+
+
+def test_the_http_api_checks_options_shows_them_in_its_schema_and_redacts_secrets(
+        api, redis_client) -> None:
+    with api.client() as client:
+        schema = client.get("/openapi.json").json()
+        assert "JobOptions" in schema["components"]["schemas"]
+        body = {"template": "invoice.html", "data": {"invoice_number": "INV-8"},
+                "filename": "o.pdf"}
+        bad = client.post("/api/pdf", json={**body, "options": {"split": {"key": "rows"}}})
+        assert bad.status_code == 422 and "split" in bad.text, bad.text
+        unknown = client.post("/api/pdf", json={**body, "options": {"colour": "red"}})
+        assert unknown.status_code == 422 and "colour" in unknown.text, unknown.text
+        secret = {"encrypt": {"user_password": "u-pass-789", "owner_password": "o-pass-012"}}
+        ok = client.post("/api/pdf", json={**body, "options": secret})
+        assert ok.status_code in (200, 201, 202), ok.text
+        doc = client.get(f"/api/pdf/{ok.json()['job_id']}").json()
+        assert doc["options"]["encrypt"]["owner_password"] == "***"
+        assert "o-pass-012" not in json.dumps(doc) and "u-pass-789" not in json.dumps(doc)
+    for key in redis_client.scan_iter(count=1000):
+        if redis_client.type(key) == b"hash":
+            assert b"o-pass-012" not in b"".join(redis_client.hvals(key))

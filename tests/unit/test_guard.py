@@ -73,7 +73,7 @@ def test_a_valid_message_passes_and_its_arguments_are_bound() -> None:
      "two values for argument 'template'"),
     (lambda: message([[], {"template": "t"}, {}]), InvalidMessageError,
      "missing arguments: data, output_filename"),
-    (lambda: message([list(range(8)), {}, {}]), InvalidMessageError, "at most 7"),
+    (lambda: message([list(range(9)), {}, {}]), InvalidMessageError, "at most 8"),
     (lambda: message([[], {**KWARGS, "template": None}, {}]), InvalidMessageError,
      "template must be a string"),
     (lambda: message([[], {**KWARGS, "output_filename": "x" * 2000}, {}]),

@@ -71,6 +71,21 @@ class InvalidOptionsError(InvalidJobError):
     """A job option is unknown, has a bad value, or cannot be combined with another."""
 
 
+class EInvoiceDataError(InvalidDataError):
+    """The job's data cannot make a valid e-invoice (a field missing or wrong, totals that
+    do not add up, or XML the profile's schema rejects); the message says which."""
+
+
+class DocumentOptionError(PermanentError):
+    """A document option could not be applied to this job (an attachment file missing, a
+    merge part that is not a completed job of the same tenant, no signing profile on the
+    workers); the message says which."""
+
+
+class TimestampUnavailableError(TransientError):
+    """The timestamp authority of a B-T signature did not answer; the job is retried."""
+
+
 class UnsafeResourceError(PermanentError):
     """The document referenced a URL that pdftasks does not fetch (local file, network)."""
 

@@ -116,6 +116,10 @@ class WatermarkOptions(_Strict):
 Permission = Literal["print", "copy", "annotate", "fill_forms", "assemble", "modify"]
 
 
+def _print_only() -> list[Permission]:
+    return ["print"]
+
+
 class EncryptOptions(_Strict):
     """AES-256 encryption. The passwords are secrets: redacted in every record (and
     hidden in ``repr``)."""
@@ -127,7 +131,7 @@ class EncryptOptions(_Strict):
                                 description="Gives full rights; must differ from "
                                             "user_password.")
     allow: list[Permission] = Field(
-        default_factory=lambda: ["print"], max_length=6,
+        default_factory=_print_only, max_length=6,
         description="What a user who is not the owner may do (screen readers always may "
                     "extract text).")
 

@@ -4,7 +4,8 @@ Precedence: arguments of a single job > ``PDFTASKS_*`` environment > the default
 :class:`Settings` is composed of one model per topic, each in its own module, with its
 fields, validators and table headings: :mod:`~pdftasks.settings.core` (broker, directories,
 workers, limits; jobs), :mod:`~pdftasks.settings.beat`, :mod:`~pdftasks.settings.api`,
-:mod:`~pdftasks.settings.ops` and :mod:`~pdftasks.settings.aws`. Its fields are flat
+:mod:`~pdftasks.settings.ops`, :mod:`~pdftasks.settings.aws` and
+:mod:`~pdftasks.settings.documents` (the signing profile). Its fields are flat
 (``s.api_keys``; variable ``PDFTASKS_API_KEYS``); ``s.api``, ``s.core`` … give one topic
 alone, for code that needs only that part (e.g. ``ApiSettings`` for the HTTP API).
 
@@ -48,6 +49,7 @@ from pdftasks.settings.core import (
     VISIBILITY_TIMEOUT_S,
     CoreSettings,
 )
+from pdftasks.settings.documents import DocumentSettings
 from pdftasks.settings.model import TOPICS, Settings, get_settings
 from pdftasks.settings.ops import OpsSettings
 from pdftasks.settings.table import (
@@ -66,6 +68,7 @@ __all__ = [
     "MAX_MEMORY_PER_CHILD_MB", "OTHER_VARIABLES", "PLACEHOLDER", "RENDER_MEMORY_LIMIT_MB",
     "RESULT_EXPIRES_S", "SOFT_TIME_LIMIT_S", "SQS_MAX_VISIBILITY_TIMEOUT_S", "TABLE_END",
     "TABLE_START", "TOPICS", "VISIBILITY_TIMEOUT_S", "ApiSettings", "AwsSettings",
-    "BeatSettings", "CommaList", "CoreSettings", "OpsSettings", "OtherVariable", "Settings",
-    "TopicModel", "get_settings", "main", "readme_with_table", "redact_url", "settings_table",
+    "BeatSettings", "CommaList", "CoreSettings", "DocumentSettings", "OpsSettings",
+    "OtherVariable", "Settings", "TopicModel", "get_settings", "main", "readme_with_table",
+    "redact_url", "settings_table",
 ]

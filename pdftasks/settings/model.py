@@ -12,6 +12,7 @@ from pdftasks.settings.aws import AwsSettings
 from pdftasks.settings.base import ENV_PREFIX, TopicModel
 from pdftasks.settings.beat import BeatSettings
 from pdftasks.settings.core import CoreSettings
+from pdftasks.settings.documents import DocumentSettings
 from pdftasks.settings.ops import OpsSettings
 
 _Topic = TypeVar("_Topic", bound=TopicModel)
@@ -19,12 +20,13 @@ _Topic = TypeVar("_Topic", bound=TopicModel)
 #: The topic models, in the order of the README's settings table; every field of
 #: ``Settings`` is a field of exactly one of them.
 TOPICS: tuple[type[TopicModel], ...] = (
-    CoreSettings, BeatSettings, ApiSettings, OpsSettings, AwsSettings)
+    CoreSettings, BeatSettings, ApiSettings, OpsSettings, AwsSettings, DocumentSettings)
 
 
 # The bases are listed last topic first: pydantic orders the fields of a model from its last
 # base's to its first's, so model_fields (and repr, model_dump, to_env) follow TOPICS.
-class Settings(AwsSettings, OpsSettings, ApiSettings, BeatSettings, CoreSettings, BaseSettings):
+class Settings(DocumentSettings, AwsSettings, OpsSettings, ApiSettings, BeatSettings, CoreSettings,
+               BaseSettings):
     """All pdftasks settings. Environment variable = ``PDFTASKS_`` + field name in capitals."""
 
     # The fields and validators are those of the topic models (flat: s.api_keys,
@@ -70,6 +72,11 @@ class Settings(AwsSettings, OpsSettings, ApiSettings, BeatSettings, CoreSettings
     def aws(self) -> AwsSettings:
         """SQS, DynamoDB, S3."""
         return self._topic(AwsSettings)
+
+    @property
+    def documents(self) -> DocumentSettings:
+        """The signing profile of the ``sign`` job option."""
+        return self._topic(DocumentSettings)
 
     # Derived from more than one topic.
 

@@ -127,7 +127,8 @@ def _moved(item: Any, offset: int, part: Any, merged: Any) -> Any:
         dest = _named_destination(part, dest)
     if dest is None and item.action is not None and item.action.get("/D") is not None:
         dest = item.action.D
-    page_index, view = None, [pikepdf.Name.Fit]
+    page_index: int | None = None
+    view: list[Any] = [pikepdf.Name.Fit]
     if isinstance(dest, pikepdf.Array) and len(dest):
         target = dest[0]
         if isinstance(target, int):
@@ -136,7 +137,8 @@ def _moved(item: Any, offset: int, part: Any, merged: Any) -> Any:
             with contextlib.suppress(ValueError, TypeError):
                 page_index = part.pages.index(pikepdf.Page(target))
         view = list(dest[1:]) or view
-    moved = OutlineItem(item.title, is_closed=item.is_closed)
+    moved = OutlineItem(item.title)
+    moved.is_closed = item.is_closed
     if page_index is not None:
         moved.destination = pikepdf.Array([merged.pages[offset + page_index].obj, *view])
     moved.children.extend(_moved(child, offset, part, merged) for child in item.children)

@@ -1,0 +1,442 @@
+"""Split jobs (``options.split``): a long list rendered as parts in parallel, then merged.
+
+WeasyPrint keeps a whole document in memory and gets slower per page as a document grows,
+so one 600-page report takes minutes and gigabytes in one process. A split job is cut into
+parts of ``size`` items instead; each part is a small document any free worker renders.
+
+How a split job runs (the parent's job record is what users follow):
+
+1. The parent job (``generate_pdf`` with ``options.split``) is queued like any job. The
+   worker that takes it finds the list at ``split.key``; one of ``size`` items or fewer is
+   rendered at once as an ordinary job (``part`` = 1 of 1). Otherwise it records one part
+   job per slice (``<parent>.part0001``, ...; ``Job.parent_id``), sets the parent's
+   ``parts_total`` and sends the parts as a Celery ``group`` to the parent's priority queue.
+   The parent stays PROCESSING.
+2. Each part (``render_part``) renders the template with its slice of the list and
+   ``part = {index, count, first, last, start, items}`` to a part file. Transient errors are
+   retried with the normal backoff; a part that gives up fails the parent with its error and
+   cancels the other parts.
+3. Fan-in is counted in the job store (``JobStore.record_part_done``: idempotent per part,
+   atomic on Redis), not by a Celery chord: a chord's counter counts a part twice when its
+   worker dies after storing the result and before acknowledging the message (the message
+   is delivered again), which could start the merge while a part is still missing. The
+   part that completes the count sends ``merge_parts``.
+4. ``merge_parts`` joins the part files (``pdftasks.documents.merge``: bookmarks of all
+   parts in order, the first part's document information), stamps "Page X of Y" on every
+   page, writes the parent's PDF atomically, marks the parent COMPLETED (and stores its
+   Celery result, so ``AsyncResult(parent).get()`` returns the merged PDF's) and removes the
+   part files.
+
+Cancelling the parent (``PDFQueueManager.cancel_job``) cancels its parts; a part that finds
+its parent final does nothing. Every step can run twice (a worker killed mid-way): part
+records, the count and the parent's last transition are idempotent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from celery import Celery, Task, group, states
+from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
+
+from pdftasks.celery_app import queue_name
+from pdftasks.errors import PermanentError, RenderTimeoutError, TransientError
+from pdftasks.models import Job, JobPriority, JobStatus, part_job_id
+from pdftasks.options import JobOptions
+from pdftasks.options.split import split_list, with_items
+from pdftasks.render import time_limit
+from pdftasks.storage import storage_key
+from pdftasks.worker.tasks import (
+    _RUNNABLE,
+    PdfTask,
+    PoisonJobError,
+    app_settings,
+    describe,
+    emit,
+    fail_job,
+    hard_limit_error,
+    job_store,
+    patiently,
+    public_error,
+    render_service,
+)
+
+log = logging.getLogger(__name__)
+
+#: Task names of a part's render and of the merge.
+RENDER_PART = "pdftasks.render_part"
+MERGE_PARTS = "pdftasks.merge_parts"
+#: The file name of a part's PDF, in its own storage folder (``storage_key`` of the part).
+PART_FILE = "part.pdf"
+
+
+def part_context(index: int, count: int, start: int, items: int) -> dict[str, Any]:
+    """What a template sees as ``part`` (``index`` 0-based; ``start``: the position of the
+    part's first item in the whole list of ``items``)."""
+    return {"part": {"index": index, "count": count, "first": index == 0,
+                     "last": index == count - 1, "start": start, "items": items}}
+
+
+def split_job(task: Task, job_id: str, template: str, data: Mapping[str, Any],
+              output_filename: str, priority: str, css_file: str | None,
+              max_retries: int | None, metadata: Mapping[str, Any] | None,
+              raw_options: Mapping[str, Any] | None, opts: JobOptions
+              ) -> dict[str, Any] | None:
+    """Called by ``generate_pdf`` for a job with ``options.split`` once its record is
+    PROCESSING. Returns the render context of a list that fits in one part (render it as
+    usual with it); otherwise records and queues the parts, and raises ``Ignore``: the
+    merge completes the parent's record and its Celery result.
+
+    Raises:
+        InvalidOptionsError: no list at ``split.key`` (permanent: the parent FAILS).
+    """
+    assert opts.split is not None
+    items = split_list(opts.split, data)
+    size, count = opts.split.size, opts.split.parts(len(items))
+    if count == 1:
+        return part_context(0, 1, 0, len(items))
+    app = task.app
+    store = job_store(app)
+    s = app_settings(app)
+    parent = patiently(store.get, job_id)
+    if parent is not None and parent.parts_total:
+        # Delivered again after its parts were sent (its worker died before acknowledging).
+        log.info("split job %s: parts already queued", job_id)
+        raise Ignore()
+    prio = JobPriority.parse(priority)
+    # Part records afresh (a retried job's parts of its earlier run are replaced), and a
+    # new run: the count of parts done starts again.
+    ids = [part_job_id(job_id, i) for i in range(count)]
+    patiently(store.delete, ids)
+    patiently(store.create_many, [
+        Job(job_id=part_id, template=template, data={}, output_filename=PART_FILE,
+            css_file=css_file, priority=prio,
+            max_retries=s.default_max_retries if max_retries is None else max_retries,
+            metadata=dict(metadata or {}), parent_id=job_id) for part_id in ids])
+    run = uuid.uuid4().hex[:12]
+    merge = {"output_filename": output_filename, "options": dict(raw_options or {}),
+             "metadata": dict(metadata or {}), "priority": prio.label}
+    queue = queue_name(prio, s.queue_namespace)
+    task_ = app.tasks[RENDER_PART]
+    signatures = []
+    for i in range(count):
+        start = i * size
+        part_data = with_items(data, opts.split.key, items[start:start + size])
+        signatures.append(task_.signature(
+            kwargs={"parent_id": job_id, "run": run, "index": i, "count": count,
+                    "start": start, "items": len(items), "template": template,
+                    "data": part_data, "css_file": css_file, "max_retries": max_retries,
+                    "merge": merge},
+            task_id=ids[i], queue=queue, pdftasks_recorded=True))
+    group(signatures).apply_async()
+    # Recorded once the parts are sent: a delivery that died before sends them again (a
+    # part delivered twice renders once, or twice into the same file).
+    patiently(store.transition, job_id, JobStatus.PROCESSING, (JobStatus.PROCESSING,),
+              parts_total=count)
+    log.info("split job %s: %d items in %d parts of %d", job_id, len(items), count, size)
+    raise Ignore()
+
+
+def part_key(app: Celery, parent_id: str, index: int, metadata: Mapping[str, Any]) -> str:
+    from pdftasks.models import TENANT_KEY
+
+    return storage_key(app_settings(app).queue_namespace, part_job_id(parent_id, index),
+                       PART_FILE, metadata.get(TENANT_KEY))
+
+
+def _render_part(self: Task, parent_id: str, run: str, index: int, count: int, start: int,
+                 items: int, template: str, data: Mapping[str, Any], css_file: str | None = None,
+                 max_retries: int | None = None, merge: Mapping[str, Any] | None = None
+                 ) -> dict[str, Any]:
+    """Render part ``index`` of ``count`` of the split job ``parent_id`` to its part file."""
+    app, job_id = self.app, self.request.id
+    s = app_settings(app)
+    store = job_store(app)
+    self.override_max_retries = self.max_retries if max_retries is None else max_retries
+    attempts = patiently(store.add_attempt, job_id)
+    if attempts == 0:
+        log.warning("part %s has no record (its parent was deleted?): skipped", job_id)
+        raise Ignore()
+    crashes = attempts - self.request.retries - 1
+    if crashes > s.max_redeliveries:
+        raise PoisonJobError(f"the worker process died {crashes} times while rendering part "
+                             f"{index + 1} of {count}; not retried")
+    parent = patiently(store.get, parent_id)
+    if parent is None or parent.status is not JobStatus.PROCESSING:
+        patiently(store.transition, job_id, JobStatus.CANCELLED, _RUNNABLE,
+                  completed_at=dt.datetime.now(dt.UTC))
+        log.info("part %s: parent is %s, not rendering it", job_id,
+                 parent.status.value if parent else "gone")
+        self.update_state(state=states.REVOKED)
+        raise Ignore()
+    if not patiently(store.transition, job_id, JobStatus.PROCESSING, _RUNNABLE,
+                     started_at=dt.datetime.now(dt.UTC), retry_count=self.request.retries):
+        job = store.get(job_id)
+        if job is not None and job.status is JobStatus.COMPLETED:
+            # Delivered again after it completed (its worker died before acknowledging):
+            # the count may not have been taken, nor the merge sent.
+            part_done(app, parent_id, run, index, count, dict(merge or {}))
+        raise Ignore()
+    key = part_key(app, parent_id, index, (merge or {}).get("metadata") or {})
+    service = render_service(app)
+    if crashes > 0:
+        service.storage.discard_stale_temps(key)
+    limit = s.soft_time_limit_s
+    started = time.perf_counter()
+    try:
+        with time_limit(limit):
+            pdf, pages = service.render_pdf(template, data, css_file,
+                                            part_context(index, count, start, items))
+    except SoftTimeLimitExceeded as exc:
+        raise RenderTimeoutError(
+            f"part {index + 1} of {count} exceeded the soft time limit of {limit:g} s and was "
+            "stopped; use a smaller split size") from exc
+    path = service.storage.write(key, pdf)
+    log.info("rendered part %d/%d of %s (%s pages, %.0f ms)", index + 1, count, parent_id,
+             pages, (time.perf_counter() - started) * 1000)
+    return {"path": str(path), "pages": pages, "bytes": len(pdf), "worker_pid": os.getpid()}
+
+
+class PartTask(PdfTask):
+    """A part's record follows its render; the parent's follows its parts. Events go to the
+    parent (``completed``/``failed``), not to webhooks for every part."""
+
+    def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
+        if not isinstance(retval, dict) or "path" not in retval:
+            return
+        patiently(job_store(self.app).transition, task_id, JobStatus.COMPLETED,
+                  (JobStatus.PROCESSING,), completed_at=dt.datetime.now(dt.UTC),
+                  result_path=retval["path"], pages=retval["pages"], error=None)
+        part_done(self.app, kwargs["parent_id"], kwargs["run"], kwargs["index"],
+                  kwargs["count"], dict(kwargs.get("merge") or {}))
+
+    def on_retry(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
+                 einfo: Any) -> None:
+        patiently(job_store(self.app).transition, task_id, JobStatus.RETRYING,
+                  (JobStatus.PROCESSING,), retry_count=self.request.retries + 1,
+                  error=public_error(self.app, describe(exc)))
+
+    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
+                   einfo: Any) -> None:
+        if isinstance(exc, TimeLimitExceeded):
+            exc = hard_limit_error(exc.args[0] if exc.args
+                                   else app_settings(self.app).hard_time_limit_s)
+        error = public_error(self.app, describe(exc))
+        store = job_store(self.app)
+        patiently(store.transition, task_id, JobStatus.FAILED, _RUNNABLE, error=error,
+                  completed_at=dt.datetime.now(dt.UTC))
+        parent_id, index, count = kwargs["parent_id"], kwargs["index"], kwargs["count"]
+        fail_job(self.app, parent_id, f"part {index + 1} of {count} failed: {error}")
+        _failed_result(self.app, parent_id)
+        metadata = (kwargs.get("merge") or {}).get("metadata") or {}
+        discard_parts(self.app, parent_id, list(range(count)), metadata)
+        cancel_parts(self.app, parent_id, count, metadata)
+
+
+def part_done(app: Celery, parent_id: str, run: str, index: int, count: int,
+              merge: dict[str, Any]) -> None:
+    """Count a rendered part; the part that completes the count sends the merge. A part
+    whose parent ended meanwhile (cancelled, failed) removes its file."""
+    store = job_store(app)
+    done = patiently(store.record_part_done, parent_id, run, index, count)
+    parent = patiently(store.get, parent_id)
+    if parent is None or parent.status is not JobStatus.PROCESSING:
+        # Ended meanwhile (cancelled, failed): no part file stays, this one's nor those
+        # done before it.
+        discard_parts(app, parent_id, list(range(count)), merge.get("metadata") or {})
+        return
+    store.publish({"event": "progress", "job_id": parent_id, "parts_done": done,
+                   "parts_total": count, "ts": time.time()})
+    if done >= count:
+        prio = JobPriority.parse(merge.get("priority", "normal"))
+        app.tasks[MERGE_PARTS].apply_async(
+            kwargs={"parent_id": parent_id, "count": count, **merge},
+            queue=queue_name(prio, app_settings(app).queue_namespace),
+            task_id=f"{parent_id}.merge")
+
+
+def cancel_parts(app: Celery, parent_id: str, count: int,
+                 metadata: Mapping[str, Any] | None = None) -> list[str]:
+    """Cancel the parts of ``parent_id`` (ended: cancelled or failed) that have not started;
+    return their ids. A cleanup is queued that removes the files of parts done (a worker's
+    storage, not necessarily this process's); running parts finish, see their parent ended
+    and remove theirs."""
+    store = job_store(app)
+    cancelled = []
+    for i in range(count):
+        part_id = part_job_id(parent_id, i)
+        if patiently(store.transition, part_id, JobStatus.CANCELLED,
+                     (JobStatus.PENDING, JobStatus.RETRYING),
+                     completed_at=dt.datetime.now(dt.UTC)):
+            cancelled.append(part_id)
+    if cancelled and not app_settings(app).is_sqs:
+        with contextlib.suppress(Exception):
+            app.control.revoke(cancelled)
+    parent = patiently(store.get, parent_id)
+    prio = parent.priority if parent is not None else JobPriority.NORMAL
+    app.tasks[MERGE_PARTS].apply_async(
+        kwargs={"parent_id": parent_id, "count": count, "metadata": dict(metadata or {})},
+        queue=queue_name(prio, app_settings(app).queue_namespace),
+        task_id=f"{parent_id}.cleanup")
+    return cancelled
+
+
+def discard_parts(app: Celery, parent_id: str, indexes: list[int],
+                  metadata: Mapping[str, Any]) -> None:
+    """Remove part files (and their folders) of ``parent_id`` from a local storage."""
+    storage = render_service(app).storage
+    path_for = getattr(storage, "path_for", None)
+    if path_for is None:
+        return  # S3: part files expire with the storage's cleanup
+    for i in indexes:
+        path = Path(path_for(part_key(app, parent_id, i, metadata)))
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        with contextlib.suppress(OSError):
+            path.parent.rmdir()
+
+
+def store_parent_result(app: Celery, parent_id: str, result: dict[str, Any] | None,
+                        error: str | None = None) -> None:
+    """The parent's Celery result, for ``AsyncResult(parent_id).get()`` (best effort: the
+    job record is the truth)."""
+    try:
+        if error is None:
+            app.backend.store_result(parent_id, result, states.SUCCESS)
+        else:
+            app.backend.store_result(parent_id, PermanentError(error), states.FAILURE)
+    except Exception:
+        log.warning("could not store the Celery result of split job %s", parent_id,
+                    exc_info=True)
+
+
+def _failed_result(app: Celery, parent_id: str) -> None:
+    """The parent's Celery result once its record FAILED (not over a merged one)."""
+    parent = patiently(job_store(app).get, parent_id)
+    if parent is not None and parent.status is JobStatus.FAILED:
+        store_parent_result(app, parent_id, None, parent.error or "failed")
+
+
+def _merge_parts(self: Task, parent_id: str, count: int, output_filename: str = "",
+                 options: Mapping[str, Any] | None = None,
+                 metadata: Mapping[str, Any] | None = None, priority: str = "normal"
+                 ) -> dict[str, Any]:
+    """Join the parts of ``parent_id`` into its PDF and complete its record. For a parent
+    that ended otherwise (cancelled, failed: ``cancel_parts``), remove the part files."""
+    from pdftasks.documents.merge import merge_pdfs
+    from pdftasks.models import TENANT_KEY
+    from pdftasks.options import parse_options
+
+    app = self.app
+    s = app_settings(app)
+    store = job_store(app)
+    started = time.perf_counter()
+    parent = patiently(store.get, parent_id)
+    metadata = dict(metadata or {})
+    if parent is None or parent.status is not JobStatus.PROCESSING or not output_filename:
+        # Merged already (a second merge), or cancelled/failed meanwhile (or a cleanup).
+        if parent is None or not (parent.status is JobStatus.COMPLETED or
+                                  parent.status is JobStatus.PROCESSING):
+            discard_parts(app, parent_id, list(range(count)), metadata)
+        raise Ignore()
+    parts = [patiently(store.get, part_job_id(parent_id, i)) for i in range(count)]
+    missing = [i + 1 for i, p in enumerate(parts)
+               if p is None or p.status is not JobStatus.COMPLETED or not p.result_path]
+    if missing:
+        raise PermanentError(f"cannot merge: parts {missing} of {count} are not rendered")
+    opts = parse_options(options)
+    label = opts.split.page_label if opts is not None and opts.split is not None else None
+    service = render_service(app)
+    key = storage_key(s.queue_namespace, parent_id, output_filename, metadata.get(TENANT_KEY))
+    with tempfile.TemporaryDirectory(prefix="pdftasks-merge-") as tmp:
+        inputs = [_local_copy(service.storage, str(p.result_path), Path(tmp) / f"{i}.pdf")
+                  for i, p in enumerate(parts) if p is not None]
+        merged = Path(tmp) / "merged.pdf"
+        limit = s.soft_time_limit_s
+        try:
+            with time_limit(limit):
+                pages = merge_pdfs(inputs, merged, page_label=label)
+                pdf = merged.read_bytes()
+                finish = getattr(service, "finish_pdf", None)
+                if finish is not None and opts is not None:
+                    pdf = finish(pdf, opts)  # the document options, as a single render's
+        except SoftTimeLimitExceeded as exc:
+            raise RenderTimeoutError(
+                f"merging {count} parts exceeded the soft time limit of {limit:g} s") from exc
+    path = service.storage.write(key, pdf)
+    result = {"path": str(path), "pages": pages, "bytes": len(pdf), "parts": count,
+              "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+              "priority": JobPriority.parse(priority).label, "worker_pid": os.getpid()}
+    completed = patiently(store.transition, parent_id, JobStatus.COMPLETED,
+                          (JobStatus.PROCESSING,), completed_at=dt.datetime.now(dt.UTC),
+                          result_path=str(path), pages=pages, parts_done=count, error=None)
+    discard_parts(app, parent_id, list(range(count)), metadata)
+    if not completed:
+        current = patiently(store.get, parent_id)
+        if current is None or current.status is not JobStatus.COMPLETED:
+            _remove(service.storage, key)  # cancelled while merging: nothing left behind
+        raise Ignore()
+    store_parent_result(app, parent_id, result)
+    emit(app, "completed", parent_id)
+    log.info("merged %d parts of %s (%d pages, %.0f ms)", count, parent_id, pages,
+             result["duration_ms"])
+    return result
+
+
+def _remove(storage: Any, key: str) -> None:
+    path_for = getattr(storage, "path_for", None)
+    if path_for is not None:
+        with contextlib.suppress(FileNotFoundError):
+            Path(path_for(key)).unlink()
+
+
+def _local_copy(storage: Any, uri: str, dest: Path) -> Path:
+    if uri.startswith("s3://"):
+        dest.write_bytes(storage.read(uri))
+        return dest
+    return Path(uri)
+
+
+class MergeTask(Task):
+    """A merge that gives up fails the parent."""
+
+    def apply_async(self, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+        # Its options may hold secrets (encrypt passwords): never in logs, events, monitors.
+        options.setdefault("argsrepr", "()")
+        options.setdefault("kwargsrepr", repr({"parent_id": (kwargs or {}).get("parent_id")}))
+        return super().apply_async(args, kwargs, **options)
+
+    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
+                   einfo: Any) -> None:
+        if isinstance(exc, TimeLimitExceeded):
+            exc = hard_limit_error(exc.args[0] if exc.args
+                                   else app_settings(self.app).hard_time_limit_s)
+        parent_id = kwargs["parent_id"]
+        error = f"merging the parts failed: {describe(exc)}"
+        fail_job(self.app, parent_id, error)
+        _failed_result(self.app, parent_id)
+
+
+def register(app: Celery) -> None:
+    """Register ``render_part`` and ``merge_parts`` on ``app``, with ``generate_pdf``'s
+    retry options."""
+    s = app_settings(app)
+    retry = {"autoretry_for": (TransientError,), "retry_backoff": s.retry_backoff_s,
+             "retry_backoff_max": s.retry_backoff_max_s, "retry_jitter": s.retry_jitter,
+             "max_retries": s.default_max_retries}
+    app.task(_render_part, bind=True, base=PartTask, name=RENDER_PART, shared=False, **retry)
+    app.task(_merge_parts, bind=True, base=MergeTask, name=MERGE_PARTS, shared=False,
+             **retry)
+
+
+__all__ = ["MERGE_PARTS", "RENDER_PART", "cancel_parts", "part_context", "register",
+           "split_job"]

@@ -65,7 +65,9 @@ def apply_watermark(pdf: Any, opts: WatermarkOptions, stack: contextlib.ExitStac
             source = stack.enter_context(
                 pikepdf.open(io.BytesIO(stamp_pdf(opts, width, height, font_config))))
             form = forms[size] = pdf.copy_foreign(source.pages[0].as_form_xobject())
-        name = page.add_resource(form, pikepdf.Name.XObject, prefix="PdftasksStamp")
+        # One name per stamp: pages often share one resource dictionary.
+        name = page.add_resource(form, pikepdf.Name.XObject,
+                                 pikepdf.Name(f"/PdftasksStamp{list(forms).index(size)}"))
         draw = (f"q 1 0 0 1 {x0:g} {y0:g} cm /Artifact BMC {name} Do EMC Q\n").encode()
         if opts.layer == "under":
             page.contents_add(pdf.make_stream(draw), prepend=True)

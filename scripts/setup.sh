@@ -8,11 +8,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-extras="redis,api,sqs,ops,dev"
+extras="redis,api,sqs,ops,documents,dev"
 packages=(libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz0b libharfbuzz-subset0 fonts-dejavu-core
           shared-mime-info)
 if [[ "${1:-}" == "--test" ]]; then
-  packages+=(redis-server chromium)
+  packages+=(redis-server chromium qpdf)  # qpdf --check reads the document options' output
 fi
 
 missing=()

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
-from pdftasks.errors import EInvoiceDataError
+from pdftasks.errors import DocumentOptionError, EInvoiceDataError
 
 RSM = "urn:un:unece:uncefact:data:standard:CrossIndustryInvoice:100"
 RAM = "urn:un:unece:uncefact:data:standard:ReusableAggregateBusinessInformationEntity:100"
@@ -439,7 +439,11 @@ def check_xsd(xml: bytes, profile: str) -> None:
     ``EInvoiceDataError`` with the validator's message."""
     import logging
 
-    from facturx import xml_check_xsd
+    try:
+        from facturx import xml_check_xsd
+    except ImportError:
+        raise DocumentOptionError("einvoice needs the `documents` extra on the workers: "
+                                  "pip install 'pdftasks[documents]'") from None
 
     logging.getLogger("factur-x").setLevel(logging.CRITICAL)  # its own error log lines
     try:

@@ -95,10 +95,13 @@ def sign_pdf(pdf: bytes, opts: SignOptions, profile: SigningProfile | None,
             box on a page the document does not have.
         TimestampUnavailableError: the timestamp authority did not answer (retried).
     """
-    from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
-    from pyhanko.sign import fields, signers, timestamps
-    from pyhanko.sign.general import SigningError
-
+    try:
+        from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+        from pyhanko.sign import fields, signers, timestamps
+        from pyhanko.sign.general import SigningError
+    except ImportError:
+        raise DocumentOptionError("sign needs the `documents` extra on the workers: "
+                                  "pip install 'pdftasks[documents]'") from None
     if profile is None:
         raise DocumentOptionError("sign: no signing profile is configured on the workers "
                                   "(PDFTASKS_SIGN_PKCS12_FILE)")

@@ -299,7 +299,7 @@ def test_watermark_text_on_every_page(manager, tmp_path: Path) -> None:
         assert data["invoice_number"] in text  # the page's own content is still there
     with pikepdf.open(io.BytesIO(pdf)) as doc:
         for page in doc.pages:
-            stamps = [n for n in page.Resources.XObject.keys() if "PdftasksStamp" in n]
+            stamps = [n for n in page.Resources.XObject if "PdftasksStamp" in n]
             assert len(stamps) == 1
         assert unembedded_fonts(doc) == []
     qpdf_check(pdf, tmp_path)

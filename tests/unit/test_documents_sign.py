@@ -84,9 +84,9 @@ def make_ca(folder: Path) -> SigningCA:
 
 class TimestampServer:
     """A real RFC 3161 timestamp authority over HTTP (pyHanko's DummyTimeStamper answering
-    POSTed requests), on a free local port."""
+    POSTed requests), on a free local port; ``failures`` first requests get a 503."""
 
-    def __init__(self, ca: SigningCA) -> None:
+    def __init__(self, ca: SigningCA, failures: int = 0) -> None:
         from asn1crypto import keys, tsp
         from asn1crypto import x509 as asn1_x509
         from pyhanko.sign.timestamps.dummy_client import DummyTimeStamper
@@ -94,12 +94,19 @@ class TimestampServer:
         stamper = DummyTimeStamper(tsa_cert=asn1_x509.Certificate.load(ca.tsa_cert_der),
                                    tsa_key=keys.PrivateKeyInfo.load(ca.tsa_key_der))
         self.requests = 0
+        self.failures = failures  # answer this many requests with HTTP 503 first
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 outer.requests += 1
+                if outer.failures > 0:
+                    outer.failures -= 1
+                    self.send_response(503)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 answer = stamper.request_tsa_response(tsp.TimeStampReq.load(body)).dump()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/timestamp-reply")

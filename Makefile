@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test test-unit bench lint clean lock test-matrix
+.PHONY: setup demo test test-unit bench lint clean lock test-matrix docs docs-build
 
 setup:
 	bash scripts/setup.sh
@@ -10,13 +10,22 @@ setup:
 demo: setup
 	$(VENV)/bin/pdftasks demo
 
-# Lint, types and import layers first (seconds), then every test.
+# Lint, types, import layers and the docs first (seconds), then every test.
 test:
 	bash scripts/setup.sh --test
 	$(VENV)/bin/ruff check pdftasks tests benchmarks
 	$(VENV)/bin/mypy pdftasks
 	$(VENV)/bin/lint-imports
+	$(MAKE) --no-print-directory docs-build
 	$(PY) -m pytest
+
+# The documentation site in build/site, warnings (broken links and anchors too) as errors.
+docs:
+	bash scripts/setup.sh --test
+	$(MAKE) --no-print-directory docs-build
+
+docs-build:
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
 test-unit: setup
 	$(PY) -m pytest tests/unit
@@ -28,7 +37,7 @@ lint: setup
 	$(VENV)/bin/ruff check pdftasks tests benchmarks
 
 clean:
-	rm -rf .pdftasks output .pytest_cache
+	rm -rf .pdftasks output .pytest_cache build/site
 
 # constraints.txt, the lock file setup.sh and CI install with: every package of .venv.
 lock:

@@ -13,6 +13,7 @@ packages=(libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz0b libharfbuzz-subset0 fon
           shared-mime-info)
 if [[ "${1:-}" == "--test" ]]; then
   packages+=(redis-server chromium qpdf)  # qpdf --check reads the document options' output
+  extras+=",docs"   # `make test` builds the documentation too (`make docs`)
 fi
 
 missing=()

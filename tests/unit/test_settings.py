@@ -31,7 +31,8 @@ from pdftasks.settings import (
     settings_table,
 )
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+#: The docs page with the settings table (the docs build regenerates it too).
+README = Path(__file__).resolve().parents[2] / "docs" / "reference" / "settings.md"
 
 
 def test_every_field_has_a_description() -> None:
@@ -49,8 +50,8 @@ def test_readme_settings_table_is_generated_from_the_model() -> None:
     readme = README.read_text(encoding="utf-8")
     assert readme.count(TABLE_START) == 1 and readme.count(TABLE_END) == 1
     assert readme_with_table(readme) == readme, (
-        "README.md's settings table differs from pdftasks.settings.Settings: "
-        "run `python -m pdftasks.settings --write README.md`")
+        "docs/reference/settings.md's settings table differs from pdftasks.settings.Settings: "
+        "run `python -m pdftasks.settings --write docs/reference/settings.md`")
 
 
 def test_table_has_one_row_per_variable() -> None:

@@ -13,6 +13,16 @@ from typing import Any
 
 import click
 
+from pdftasks.cli.common import (
+    ExitCode,
+    PdfTasksGroup,
+    fail,
+    fail_with,
+    no_worker_hint,
+    use_project_root,
+    warn,
+    workers_consuming,
+)
 from pdftasks.errors import PdfTasksError
 from pdftasks.models import JobPriority, JobStatus
 
@@ -32,19 +42,39 @@ def _load_data(data: str | None, data_file: str | None) -> dict[str, Any]:
     return value
 
 
+def _load_options(options: str | None, options_file: str | None) -> dict[str, Any] | None:
+    """``--options`` / ``--options-file``: a JSON object of job options, or None."""
+    if options is None and options_file is None:
+        return None
+    value = _load_data(options, options_file)
+    return value or None
+
+
+def _options_flags(fn: Any) -> Any:
+    fn = click.option("--options-file", default=None,
+                      help="Job options from a JSON file ('-' = stdin).")(fn)
+    return click.option("--options", "options", default=None,
+                        help="Job options, a JSON object: split, metadata, pdf_variant, "
+                             "einvoice, watermark, encrypt, sign, attachments, merge.")(fn)
+
+
 def _fail(exc: Exception) -> None:
-    click.secho(f"error: {type(exc).__name__}: {exc}", fg="red", err=True)
-    sys.exit(2)
+    fail_with(exc)
 
 
-@click.group()
+@click.group(cls=PdfTasksGroup)
 @click.version_option(package_name="pdftasks")
 def main() -> None:
     """pdftasks: turn Jinja2 HTML templates + JSON data into PDFs on Celery priority queues.
 
-    Configuration comes from PDFTASKS_* environment variables (see the README). With no
-    PDFTASKS_BROKER_URL, everything lives in files under PDFTASKS_HOME (default ./.pdftasks).
+    Configuration comes from PDFTASKS_* environment variables. With no PDFTASKS_BROKER_URL,
+    everything lives in files under PDFTASKS_HOME (default .pdftasks in the project: the
+    nearest directory up from here holding .pdftasks/ or templates/).
+
+    Exit status of every command: 0 ok, 1 job failed or not found, 2 bad input,
+    3 timeout or no worker. Errors are printed as `error: <Type>: <message>`.
     """
+    use_project_root()
 
 
 @main.command(context_settings={"ignore_unknown_options": True})
@@ -80,29 +110,57 @@ def worker(concurrency: int | None, loglevel: str | None, hostname: str | None,
 @click.option("-o", "--output", "output_filename", required=True, help="Output file name (.pdf).")
 @click.option("-d", "--data", default=None, help="Inline JSON object.")
 @click.option("-f", "--data-file", default=None, help="JSON file ('-' = stdin).")
-@click.option("-p", "--priority", type=PRIORITY_CHOICE, default="normal", show_default=True)
+@click.option("-p", "--priority", type=PRIORITY_CHOICE, default="normal", show_default=True,
+              help="Queue: urgent jobs are taken first, then high, normal, low.")
 @click.option("--css", "css_file", default=None, help="Extra CSS file from the templates dir.")
 @click.option("--wait/--no-wait", default=False, help="Wait for the PDF and print its result.")
 @click.option("--timeout", type=float, default=120.0, show_default=True,
               help="Seconds to wait with --wait.")
+@_options_flags
 def submit(template: str, output_filename: str, data: str | None, data_file: str | None,
-           priority: str, css_file: str | None, wait: bool, timeout: float) -> None:
-    """Queue one PDF job and print its id."""
+           priority: str, css_file: str | None, wait: bool, timeout: float,
+           options: str | None, options_file: str | None) -> None:
+    """Queue one PDF job and print its id (warns on stderr when no worker consumes its
+    queue; with --wait, exit 1 if the job failed and 3 on timeout)."""
+    from pdftasks.celery_app import queue_name
+    from pdftasks.settings import get_settings
+
+    s = get_settings()
+    if s.is_local and not s.templates_dir.is_dir():
+        # The worker of this zero-setup home would never find the template: refuse rather
+        # than queue a job in a new .pdftasks/ here that no worker reads.
+        fail(ExitCode.BAD_INPUT, "TemplateNotFoundError",
+             f"no templates directory {s.templates_dir} and no PDFTASKS_BROKER_URL: run "
+             "pdftasks in the project directory (where `templates/` is), or set "
+             "PDFTASKS_TEMPLATES_DIR / PDFTASKS_BROKER_URL")
     from pdftasks import generate_pdf
 
     payload = _load_data(data, data_file)
+    job_options = _load_options(options, options_file)
     try:
         result = generate_pdf.delay(template=template, data=payload,
                                     output_filename=output_filename, priority=priority,
-                                    css_file=css_file)
+                                    css_file=css_file, options=job_options)
     except PdfTasksError as exc:
         _fail(exc)
     click.echo(result.id)
+    queue = queue_name(priority, s.queue_namespace)
+    seen = workers_consuming(queue)
+    if seen == 0:
+        warn(no_worker_hint(queue))
     if wait:
+        from celery.exceptions import TimeoutError as ResultTimeout
+
         try:
             click.echo(json.dumps(result.get(timeout=timeout), indent=2))
-        except Exception as exc:
-            _fail(exc)
+        except ResultTimeout:
+            # Unsubscribe now: at interpreter exit the result's __del__ could not.
+            result.backend.remove_pending_result(result)
+            hint = f"; {no_worker_hint(queue)}" if workers_consuming(queue) == 0 else ""
+            fail(ExitCode.TIMEOUT, "TimeoutError",
+                 f"job {result.id} did not finish within {timeout:g} s{hint}")
+        except Exception as exc:  # the job failed in the worker: its error, exit 1
+            fail(ExitCode.FAILED, type(exc).__name__, str(exc))
 
 
 def _manager() -> Any:
@@ -121,14 +179,21 @@ def job_document(job: Any) -> dict[str, Any]:
         "result_path": job.result_path, "pages": job.pages, "error": job.error,
         "retry_count": job.retry_count, "max_retries": job.max_retries,
         "metadata": job.metadata,
+        **({"parts_total": job.parts_total, "parts_done": job.parts_done}
+           if getattr(job, "parts_total", None) else {}),
     }
+
+
+def _progress_bar(done: int, total: int, width: int = 24) -> str:
+    """``[#########---------------]  3/8 parts``: a split job's parts rendered."""
+    filled = width * done // max(total, 1)
+    return f"[{'#' * filled}{'-' * (width - filled)}] {done:>{len(str(total))}}/{total} parts"
 
 
 def _get_job(manager: Any, job_id: str) -> Any:
     job = manager.get_job(job_id)
     if job is None:
-        click.secho(f"error: no job {job_id}", fg="red", err=True)
-        sys.exit(1)
+        fail(ExitCode.FAILED, "JobNotFoundError", f"no job {job_id}")
     return job
 
 
@@ -143,8 +208,10 @@ def status(job_id: str) -> None:
 @main.command()
 @click.option("-s", "--status", "status_", type=click.Choice([s.value for s in JobStatus]),
               default=None, help="Only jobs with this status.")
-@click.option("-n", "--limit", type=int, default=50, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="One JSON document per job.")
+@click.option("-n", "--limit", type=int, default=50, show_default=True,
+              help="Most jobs to list.")
+@click.option("--json", "as_json", is_flag=True,
+              help="A JSON array of status documents (as `status` prints them).")
 def jobs(status_: str | None, limit: int, as_json: bool) -> None:
     """List jobs, newest first; failed jobs with their errors and an error summary."""
     from collections import Counter
@@ -153,8 +220,7 @@ def jobs(status_: str | None, limit: int, as_json: bool) -> None:
     found = manager.backend.get_all_jobs(status=JobStatus(status_) if status_ else None,
                                          limit=limit)
     if as_json:
-        for job in found:
-            click.echo(json.dumps(job_document(job), default=str))
+        click.echo(json.dumps([job_document(job) for job in found], indent=2, default=str))
         return
     for job in found:
         when = job.created_at.strftime("%Y-%m-%d %H:%M:%S")
@@ -171,21 +237,21 @@ def jobs(status_: str | None, limit: int, as_json: bool) -> None:
 
 
 @main.command("dead-letters")
-@click.option("-n", "--limit", type=int, default=20, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="One JSON document per message.")
+@click.option("-n", "--limit", type=int, default=20, show_default=True,
+              help="Most messages to list.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON array, one object per message.")
 def dead_letters(limit: int, as_json: bool) -> None:
     """List messages the workers refused without a job to fail (newest first): unknown
     tasks, broken or undecodable messages, with the reason and excerpts."""
     found = _manager().store.dead_letters(limit)
+    if as_json:
+        click.echo(json.dumps(list(found), indent=2, default=str))
+        return
     for entry in found:
-        if as_json:
-            click.echo(json.dumps(entry, default=str))
-            continue
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(entry.get("ts") or 0))
         click.echo(f"{when}  {entry.get('queue') or '?'}  {entry.get('task') or '-'}  "
                    f"{entry.get('message_id') or '-'}\n    reason: {entry.get('reason')}")
-    if not as_json:
-        click.echo(f"{len(found)} dead letter(s)")
+    click.echo(f"{len(found)} dead letter(s)")
 
 
 def _stats_line(stats: dict[str, Any]) -> str:
@@ -197,14 +263,18 @@ def _stats_line(stats: dict[str, Any]) -> str:
 
 
 @main.command()
-@click.option("-i", "--interval", type=float, default=2.0, show_default=True)
+@click.option("-i", "--interval", type=float, default=2.0, show_default=True,
+              help="Seconds between two lines.")
 @click.option("--once", is_flag=True, help="Print one line (or JSON with --json) and exit.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def stats(interval: float, once: bool, as_json: bool) -> None:
-    """Live view of the queue: counts per status and pending per priority (Ctrl-C stops)."""
+    """Live view of the queue: counts per status, pending per priority and the worker
+    processes answering on the broker (Ctrl-C stops)."""
     manager = _manager()
     while True:
         current = manager.get_queue_stats()
+        # `running` is about workers a PDFQueueManager started itself: never this command.
+        current.pop("running", None)
         if as_json:
             click.echo(json.dumps(current, default=str))
         else:
@@ -223,8 +293,8 @@ def cancel(job_id: str) -> None:
     if manager.cancel_job(job_id):
         click.echo(f"cancelled {job_id}")
     else:
-        click.secho(f"cannot cancel {job_id}: it is {job.status.value}", fg="red", err=True)
-        sys.exit(1)
+        fail(ExitCode.FAILED, "JobNotCancellable", f"cannot cancel {job_id}: it is "
+             f"{job.status.value}")
 
 
 @main.command()
@@ -235,37 +305,57 @@ def retry(job_id: str | None, all_failed: bool) -> None:
     manager = _manager()
     if all_failed == bool(job_id):
         raise click.UsageError("give a JOB_ID or --all-failed")
-    ids = [j.job_id for j in manager.backend.get_all_jobs(status=JobStatus.FAILED)] \
-        if all_failed else [job_id]
+    if job_id:
+        job = _get_job(manager, job_id)
+        if not manager.retry_job(job_id):
+            fail(ExitCode.FAILED, "JobNotRetryable",
+                 f"cannot retry {job_id}: it is {job.status.value} (only failed or "
+                 "cancelled jobs are resubmitted)")
+        click.echo(f"resubmitted {job_id}")
+        return
+    ids = [j.job_id for j in manager.backend.get_all_jobs(status=JobStatus.FAILED)]
     done = [i for i in ids if manager.retry_job(i)]
     click.echo(f"resubmitted {len(done)} job(s)")
-    if job_id and not done:
-        sys.exit(1)
 
 
 @main.command()
 @click.argument("job_id")
 @click.option("--timeout", type=float, default=None, help="Seconds (default: forever).")
 def wait(job_id: str, timeout: float | None) -> None:
-    """Wait for a job with a progress indicator; print its result (exit 1 if it failed)."""
+    """Wait for a job with a progress indicator; print its result (exit 1 if it failed,
+    3 on timeout). On a terminal a spinner; otherwise one line per status change."""
     manager = _manager()
     _get_job(manager, job_id)
     deadline = None if timeout is None else time.monotonic() + timeout
     spinner = "|/-\\"
-    i = 0
+    tty = sys.stderr.isatty()
+    i, last = 0, None
     while True:
         job = manager.get_job(job_id)
         if job is None or job.status.is_final:
             break
         if deadline is not None and time.monotonic() > deadline:
-            click.echo()
-            click.secho(f"timed out; job is {job.status.value}", fg="yellow", err=True)
-            sys.exit(2)
-        click.echo(f"\r{spinner[i % 4]} {job.status.value:<10} {i * 0.2:5.1f}s", nl=False,
-                   err=True)
+            if tty:
+                click.echo(err=True)
+            from pdftasks.celery_app import queue_name
+
+            queue = queue_name(job.priority, manager.settings.queue_namespace)
+            hint = (f"; {no_worker_hint(queue)}"
+                    if job.status is JobStatus.PENDING and workers_consuming(queue) == 0
+                    else "")
+            fail(ExitCode.TIMEOUT, "TimeoutError",
+                 f"job {job_id} is still {job.status.value} after {timeout:g} s{hint}")
+        parts = f" {_progress_bar(job.parts_done, job.parts_total)}" if job.parts_total else ""
+        if tty:
+            click.echo(f"\r{spinner[i % 4]} {job.status.value:<10} {i * 0.2:5.1f}s{parts}",
+                       nl=False, err=True)
+        elif (job.status, parts) != last:
+            click.echo(f"{job.status.value} ({i * 0.2:.1f} s){parts}", err=True)
+        last = (job.status, parts)
         i += 1
         time.sleep(0.2)
-    click.echo("\r", nl=False, err=True)
+    if tty:
+        click.echo("\r", nl=False, err=True)
     click.echo(json.dumps(job_document(job), indent=2, default=str))
     if job is None or job.status is not JobStatus.COMPLETED:
         sys.exit(1)
@@ -277,26 +367,90 @@ def wait(job_id: str, timeout: float | None) -> None:
 @click.option("-d", "--data", default=None, help="Inline JSON object.")
 @click.option("-f", "--data-file", default=None, help="JSON file ('-' = stdin).")
 @click.option("--css", "css_file", default=None, help="Extra CSS file from the templates dir.")
+@_options_flags
 def render(template: str, output_filename: str, data: str | None, data_file: str | None,
-           css_file: str | None) -> None:
+           css_file: str | None, options: str | None, options_file: str | None) -> None:
     """Render one PDF now, without a queue (for template authors).
 
     The same sandbox, URL rules and time/memory limits as a worker apply.
     """
+    from pdftasks.options import parse_options
     from pdftasks.render import PDFService, PDFServiceConfig, apply_memory_limit, time_limit
     from pdftasks.settings import get_settings
 
     s = get_settings()
     payload = _load_data(data, data_file)
+    raw_options = _load_options(options, options_file)
     apply_memory_limit(s.render_memory_limit_mb)
     try:
+        job_options = parse_options(raw_options)
         with time_limit(s.soft_time_limit_s):
             # One document: no stylesheet cache (and no WeasyPrint hook) to set up.
             result = PDFService(PDFServiceConfig.from_settings(s)).generate_pdf(
-                template, payload, output_filename, css_file)
+                template, payload, output_filename, css_file, options=job_options)
     except PdfTasksError as exc:
         _fail(exc)
     click.echo(json.dumps(result.as_dict(), indent=2))
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it is below it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def sample_data_for(template: Path) -> Path | None:
+    """A template's sample data: ``sample_<name>.json`` or ``<name>.json`` next to it."""
+    for candidate in (template.with_name(f"sample_{template.stem}.json"),
+                      template.with_suffix(".json")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="A JSON array of {template, sample_data}.")
+def templates(as_json: bool) -> None:
+    """List the templates (PDFTASKS_TEMPLATES_DIR), each with its sample data and a command
+    that renders it."""
+    from pdftasks.settings import get_settings
+
+    directory = get_settings().templates_dir
+    if not directory.is_dir():
+        fail(ExitCode.BAD_INPUT, "TemplateNotFoundError",
+             f"no templates directory {directory}: run pdftasks in the project directory or "
+             "set PDFTASKS_TEMPLATES_DIR")
+    found = [(path.relative_to(directory).as_posix(), sample_data_for(path))
+             for path in sorted(directory.rglob("*.html"))]
+    if as_json:
+        click.echo(json.dumps([{"template": name, "sample_data": sample and str(sample)}
+                               for name, sample in found], indent=2))
+        return
+    click.echo(f"templates in {_shown(directory)}:")
+    for name, sample in found:
+        if sample is None:
+            click.echo(f"  {name:<24} (no sample data)")
+            continue
+        output = Path(name).with_suffix(".pdf").name
+        click.echo(f"  {name:<24} sample data: {_shown(sample)}\n"
+                   f"      pdftasks submit {name} -f {_shown(sample)} -o {output} --wait")
+
+
+@main.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script of pdftasks for SHELL.
+
+    Load it from your shell's start-up file, e.g. in ~/.bashrc:
+    eval "$(pdftasks completion bash)"
+    """
+    from click.shell_completion import get_completion_class
+
+    completer = get_completion_class(shell)
+    assert completer is not None  # click ships bash, zsh and fish
+    click.echo(completer(main, {}, "pdftasks", "_PDFTASKS_COMPLETE").source())
 
 
 def sample_templates_dir() -> Path | None:
@@ -313,9 +467,12 @@ def sample_templates_dir() -> Path | None:
 
 
 @main.command()
-@click.option("-n", "--invoices", type=int, default=12, show_default=True)
-@click.option("-c", "--concurrency", type=int, default=2, show_default=True)
-@click.option("--timeout", type=float, default=300.0, show_default=True)
+@click.option("-n", "--invoices", type=int, default=12, show_default=True,
+              help="Sample invoices to queue (3 reports are added).")
+@click.option("-c", "--concurrency", type=int, default=2, show_default=True,
+              help="Render processes of the demo's one worker.")
+@click.option("--timeout", type=float, default=300.0, show_default=True,
+              help="Seconds to wait for every PDF.")
 def demo(invoices: int, concurrency: int, timeout: float) -> None:
     """Start workers, queue sample invoices and reports with mixed priorities, show progress."""
     from pdftasks import generate_pdf

@@ -12,12 +12,14 @@ import click
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True, help="TCP port.")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="API processes (metrics are aggregated across them).")
 @click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
-@click.option("--access-log/--no-access-log", default=True, show_default=True)
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+              help="uvicorn's log level.")
+@click.option("--access-log/--no-access-log", default=True, show_default=True,
+              help="Log one line per request.")
 @click.option("--timeout-keep-alive", type=click.IntRange(1, 3600), default=5,
               show_default=True,
               help="Seconds an idle keep-alive connection stays open (above a load "

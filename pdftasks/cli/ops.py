@@ -34,7 +34,8 @@ def _check_basic_auth(value: str) -> None:
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
-@click.option("--port", type=int, default=FLOWER_PORT, show_default=True)
+@click.option("--port", type=int, default=FLOWER_PORT, show_default=True,
+              help="Flower's TCP port.")
 @click.option("--address", default="0.0.0.0", show_default=True, help="Address to listen on.")
 @click.option("--insecure-no-auth", is_flag=True,
               help="Start without authentication (local development only).")
@@ -79,7 +80,7 @@ def flower(port: int, address: str, insecure_no_auth: bool,
 @click.command()
 @click.option("--port", type=int, default=None,
               help="Port to serve /metrics on (default PDFTASKS_METRICS_PORT, 9808).")
-@click.option("--address", default="0.0.0.0", show_default=True)
+@click.option("--address", default="0.0.0.0", show_default=True, help="Address to listen on.")
 def metrics(port: int | None, address: str) -> None:
     """Serve Prometheus metrics: queue depth per priority, jobs per status and priority,
     finished jobs, retries and the render duration histogram (Ctrl-C or SIGTERM stops)."""

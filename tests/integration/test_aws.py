@@ -354,8 +354,7 @@ def test_generate_pdf_delay_cli_and_demo_configured_only_by_settings(
         cli_id = sub.stdout.split()[0]
         status = json.loads(cli("status", cli_id).stdout)
         assert (status["status"], status["priority"]) == ("completed", "high")
-        listed = [json.loads(line) for line in
-                  cli("jobs", "--status", "completed", "--json").stdout.splitlines()]
+        listed = json.loads(cli("jobs", "--status", "completed", "--json").stdout)
         assert {d["output_filename"] for d in listed} == {"delay.pdf", "cli.pdf"}
         stats = json.loads(cli("stats", "--once", "--json").stdout)
         assert stats["completed"] == 2 and set(stats["sqs"]) == {

@@ -68,6 +68,29 @@ def split_list(split: SplitOptions, data: Mapping[str, Any]) -> list[Any]:
     return node
 
 
+#: Document options a split job cannot have: they shape how each part is written (PDF/A
+#: and PDF/UA need one structure and one set of fonts for the whole document; the e-invoice
+#: is made from the whole data).
+SPLIT_EXCLUDES = ("pdf_variant", "einvoice")
+
+
+def check_split(opts: Any, data: Mapping[str, Any]) -> list[Any] | None:
+    """The list a job with ``opts`` (``JobOptions``) splits, or None without ``split``.
+
+    Raises:
+        InvalidOptionsError: as ``split_list``, or ``split`` with an option in
+            ``SPLIT_EXCLUDES``.
+    """
+    if opts is None or opts.split is None:
+        return None
+    for name in SPLIT_EXCLUDES:
+        if getattr(opts, name, None) is not None:
+            raise InvalidOptionsError(
+                f"options.split cannot be combined with options.{name} (it applies to the "
+                "document as a whole); render it without split")
+    return split_list(opts.split, data)
+
+
 def with_items(data: Mapping[str, Any], key: str, items: list[Any]) -> dict[str, Any]:
     """A shallow copy of ``data`` with the list at the dotted ``key`` replaced by ``items``."""
     head, _, rest = key.partition(".")

@@ -51,8 +51,8 @@ from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
 from pdftasks.celery_app import queue_name
 from pdftasks.errors import PermanentError, RenderTimeoutError, TransientError
 from pdftasks.models import Job, JobPriority, JobStatus, part_job_id
-from pdftasks.options import JobOptions
-from pdftasks.options.split import split_list, with_items
+from pdftasks.options import JobOptions, has_document_options, parse_options
+from pdftasks.options.split import check_split, with_items
 from pdftasks.render import time_limit
 from pdftasks.storage import storage_key
 from pdftasks.worker.tasks import (
@@ -64,6 +64,7 @@ from pdftasks.worker.tasks import (
     emit,
     fail_job,
     hard_limit_error,
+    job_pdf_loader,
     job_store,
     patiently,
     public_error,
@@ -100,7 +101,7 @@ def split_job(task: Task, job_id: str, template: str, data: Mapping[str, Any],
         InvalidOptionsError: no list at ``split.key`` (permanent: the parent FAILS).
     """
     assert opts.split is not None
-    items = split_list(opts.split, data)
+    items = check_split(opts, data) or []
     size, count = opts.split.size, opts.split.parts(len(items))
     if count == 1:
         return part_context(0, 1, 0, len(items))
@@ -192,10 +193,14 @@ def _render_part(self: Task, parent_id: str, run: str, index: int, count: int, s
         service.storage.discard_stale_temps(key)
     limit = s.soft_time_limit_s
     started = time.perf_counter()
+    opts = parse_options((merge or {}).get("options"))
     try:
         with time_limit(limit):
-            pdf, pages = service.render_pdf(template, data, css_file,
-                                            part_context(index, count, start, items))
+            service.check_template(template, css_file)
+            html = service.render_html(template, data, part_context(index, count, start, items))
+            # The metadata option is the first part's: the merged PDF takes its information.
+            pdf, pages = service.html_to_pdf(html, css_file,
+                                             metadata=opts.metadata if opts else None)
     except SoftTimeLimitExceeded as exc:
         raise RenderTimeoutError(
             f"part {index + 1} of {count} exceeded the soft time limit of {limit:g} s and was "
@@ -334,7 +339,6 @@ def _merge_parts(self: Task, parent_id: str, count: int, output_filename: str = 
     that ended otherwise (cancelled, failed: ``cancel_parts``), remove the part files."""
     from pdftasks.documents.merge import merge_pdfs
     from pdftasks.models import TENANT_KEY
-    from pdftasks.options import parse_options
 
     app = self.app
     s = app_settings(app)
@@ -366,9 +370,11 @@ def _merge_parts(self: Task, parent_id: str, count: int, output_filename: str = 
             with time_limit(limit):
                 pages = merge_pdfs(inputs, merged, page_label=label)
                 pdf = merged.read_bytes()
-                finish = getattr(service, "finish_pdf", None)
-                if finish is not None and opts is not None:
-                    pdf = finish(pdf, opts)  # the document options, as a single render's
+                if opts is not None and has_document_options(opts):
+                    # Watermark, attachments, merge, encryption, signature: on the whole.
+                    pdf, pages = service.finish_document(
+                        pdf, pages, opts, parent.data,
+                        job_pdf=job_pdf_loader(app, metadata.get(TENANT_KEY)))
         except SoftTimeLimitExceeded as exc:
             raise RenderTimeoutError(
                 f"merging {count} parts exceeded the soft time limit of {limit:g} s") from exc

@@ -4,9 +4,11 @@ processes and real WeasyPrint; PDFs read back with pypdf and pikepdf."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pikepdf
@@ -198,36 +200,90 @@ def test_cancelling_the_parent_cancels_its_parts(make_manager, start_worker,
     assert manager.get_job(job_id).status is JobStatus.CANCELLED
 
 
-def test_progress_in_the_api_and_the_cli(make_manager, start_worker, output_dir, redis_url,
-                                         tmp_path) -> None:
-    from fastapi.testclient import TestClient
+def test_from_pdftasks_submit_to_the_merged_pdf_with_progress_in_cli_and_api(
+        start_worker, output_dir, redis_url, tmp_path) -> None:
+    from tests.integration.test_api import KEY_A, ApiServer, api_env
 
-    from pdftasks.api import create_app
+    # Given a report in a file and the CLI's environment
+    data_file = tmp_path / "report.json"
+    data_file.write_text(json.dumps(report(200)))
+    env = {**os.environ, "PDFTASKS_OUTPUT_DIR": str(output_dir)}
 
+    def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "pdftasks", *args], env=env,
+                              capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+    # When it is submitted with `pdftasks submit --options` and followed with `wait`
+    submitted = cli("submit", "report.html", "-o", "cli-report.pdf", "-f", str(data_file),
+                    "--options", '{"split": {"key": "rows", "size": 50}}')
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip().splitlines()[-1]
+    waiting = subprocess.Popen([sys.executable, "-m", "pdftasks", "wait", job_id], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=ROOT)
+    time.sleep(1.0)  # `wait` starts following the PENDING job; then workers come
     start_worker(concurrency=2)
+    out, err = waiting.communicate(timeout=180)
+    # Then `wait` showed the parts done (one line per change off a terminal) and the result
+    assert waiting.returncode == 0, err
+    progress = re.findall(r"processing .*\] +(\d)/4 parts", err)
+    assert progress and progress == sorted(progress) and progress[0] != "4", err
+    doc = json.loads(out)
+    assert doc["status"] == "completed" and (doc["parts_total"], doc["parts_done"]) == (4, 4)
+    assert Path(doc["result_path"]).is_file() and doc["pages"] == len(
+        page_lines(Path(doc["result_path"])))
+    status = json.loads(cli("status", job_id).stdout)
+    assert (status["parts_total"], status["parts_done"]) == (4, 4)
+    # And the HTTP API takes the same option and shows the same progress
+    server = ApiServer(api_env(tmp_path / "api-out"), tmp_path / "api.log", output_dir)
+    (tmp_path / "api-out").mkdir()
+    try:
+        server.wait_ready()
+        with server.client(KEY_A) as http:
+            sent = http.post("/api/pdf", json={
+                "template": "report.html", "data": report(120), "filename": "api.pdf",
+                "options": {"split": {"key": "rows", "size": 40}}})
+            assert sent.status_code in (200, 201, 202), sent.text
+            api_id = sent.json()["job_id"]
+            seen = []
+
+            def finished() -> bool:
+                got = http.get(f"/api/pdf/{api_id}").json()
+                seen.append((got.get("parts_done"), got.get("parts_total")))
+                return got["status"] in ("completed", "failed")
+
+            wait_for(finished, 120, "the API's split job", interval=0.05)
+            final = http.get(f"/api/pdf/{api_id}").json()
+            assert final["status"] == "completed", final
+            assert (final["parts_total"], final["parts_done"]) == (3, 3)
+            schema = http.get("/openapi.json").json()
+            assert "parts_done" in schema["components"]["schemas"]["JobDocument"]["properties"]
+    finally:
+        server.stop()
+
+
+def test_a_part_that_fails_for_a_passing_reason_is_retried_alone(make_manager, start_worker,
+                                                                output_dir) -> None:
+    # Given a worker with a 1 s backoff, and part 2's folder blocked by a file (its PDF
+    # cannot be written: a transient StorageError)
+    start_worker(concurrency=2, retry_backoff_s=1, retry_jitter="false")
     manager = make_manager(start=False, output_dir=output_dir)
-    job_id = manager.submit_job("report.html", report(150), "progress.pdf",
-                                options={"split": {"key": "rows", "size": 50}})
-    seen = set()
-
-    def done() -> bool:
-        job = manager.get_job(job_id)
-        seen.add((job.parts_done, job.parts_total))
-        return job.status.is_final
-
-    wait_for(done, 120, "the split job to end", interval=0.05)
-    assert manager.get_job(job_id).status is JobStatus.COMPLETED
-    assert (3, 3) in seen and any(d < 3 for d, t in seen if t == 3), seen
-    # The HTTP API's job document
-    with TestClient(create_app()) as client:
-        doc = client.get(f"/jobs/{job_id}")
-    if doc.status_code == 200:
-        body = doc.json()
-        assert body["parts_total"] == 3 and body["parts_done"] == 3
-    # The CLI's status and wait
-    env = {"PDFTASKS_BROKER_URL": redis_url, "PDFTASKS_TEMPLATES_DIR": str(TEMPLATES),
-           "PDFTASKS_HOME": str(tmp_path / "cli-home"), "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([sys.executable, "-m", "pdftasks", "status", job_id], env=env,
-                         capture_output=True, text=True, timeout=60, cwd=ROOT)
-    assert "parts 3/3" in out.stdout, out.stdout + out.stderr
-    json.loads(json.dumps(body))
+    job_id = "split-retried"
+    blocker = output_dir / "pdf" / "_" / part_job_id(job_id, 1)
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("in the way")
+    manager.task.apply_async(kwargs={
+        "template": "report.html", "data": report(120), "output_filename": "retried.pdf",
+        "options": {"split": {"key": "rows", "size": 40}}}, task_id=job_id)
+    # When part 2 has failed once, and the folder is freed
+    part = wait_for(lambda: (p := manager.get_job(part_job_id(job_id, 1))) and
+                    p.status is JobStatus.RETRYING and p, 60, "part 2 to be RETRYING")
+    assert part.error.startswith("StorageError") and part.retry_count == 1
+    blocker.unlink()
+    # Then the report completes; part 2 was retried alone, the others rendered once
+    job = manager.wait_for_job(job_id, timeout=120)
+    parts = [manager.get_job(part_job_id(job_id, i)) for i in range(3)]
+    assert job.status is JobStatus.COMPLETED and job.retry_count == 0
+    assert [p.retry_count for p in parts] == [0, 1, 0]
+    assert [p.attempts for p in parts] == [1, 2, 1]
+    assert len([ln for ln in body(page_lines(Path(job.result_path))) if ROW.match(ln)]) == 120

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,6 +154,8 @@ def _stamp_style() -> Any:
     if STAMP_FONT.is_file():
         from pyhanko.pdf_utils.font.opentype import GlyphAccumulatorFactory
 
+        # fontTools warns for every table it drops while subsetting (FFTM, …): noise.
+        logging.getLogger("fontTools.subset").setLevel(logging.ERROR)
         text_style = TextBoxStyle(font=GlyphAccumulatorFactory(str(STAMP_FONT)), font_size=9)
     return stamp.TextStampStyle(stamp_text=STAMP_TEXT, text_box_style=text_style,
                                 border_width=1, background=None)

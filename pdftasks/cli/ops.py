@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 import click
+
+from pdftasks.cli.common import ExitCode, fail, warn
 
 #: Flower's port when none is given.
 FLOWER_PORT = 5555
@@ -20,9 +21,8 @@ def _require(module: str) -> None:
     import importlib.util
 
     if importlib.util.find_spec(module) is None:
-        click.secho(f"error: {module} is not installed: pip install 'pdftasks[ops]'",
-                    fg="red", err=True)
-        sys.exit(2)
+        fail(ExitCode.BAD_INPUT, "ModuleNotFoundError",
+             f"{module} is not installed: pip install 'pdftasks[ops]'")
 
 
 def _check_basic_auth(value: str) -> None:
@@ -60,17 +60,16 @@ def flower(port: int, address: str, insecure_no_auth: bool,
         # In the environment rather than on the command line, where `ps` would show it.
         os.environ["FLOWER_BASIC_AUTH"] = s.flower_basic_auth.get_secret_value()
     elif insecure_no_auth:
-        click.secho("warning: Flower runs WITHOUT authentication: anyone who reaches port "
-                    f"{port} can see jobs and control workers", fg="yellow", err=True)
+        warn(f"Flower runs WITHOUT authentication: anyone who reaches port {port} can see "
+             "jobs and control workers")
         os.environ["FLOWER_UNAUTHENTICATED_API"] = "true"
     else:
-        click.secho("error: PDFTASKS_FLOWER_BASIC_AUTH is not set. Set it to user:password, "
-                    "or pass --insecure-no-auth for a local, unauthenticated Flower.",
-                    fg="red", err=True)
-        sys.exit(2)
+        fail(ExitCode.BAD_INPUT, "UsageError",
+             "PDFTASKS_FLOWER_BASIC_AUTH is not set. Set it to user:password, or pass "
+             "--insecure-no-auth for a local, unauthenticated Flower.")
     if s.is_local:
-        click.secho("warning: no PDFTASKS_BROKER_URL: Flower cannot show queue lengths or "
-                    "control workers on the local file broker", fg="yellow", err=True)
+        warn("no PDFTASKS_BROKER_URL: Flower cannot show queue lengths or control workers "
+             "on the local file broker")
 
     from pdftasks.celery_app import app
 
@@ -130,15 +129,12 @@ def heartbeat(path: Path | None, max_age: float | None, ready: bool) -> None:
     try:
         age, document = read_heartbeat(path)
     except OSError as exc:
-        click.secho(f"no heartbeat: {exc}", fg="red", err=True)
-        sys.exit(1)
+        fail(ExitCode.FAILED, "NoHeartbeat", f"no heartbeat: {exc}")
     click.echo(json.dumps({"file": str(path), "age_s": round(age, 3), **document}))
     if age > limit:
-        click.secho(f"stale: {age:.1f} s old (limit {limit:g} s)", fg="red", err=True)
-        sys.exit(1)
+        fail(ExitCode.FAILED, "StaleHeartbeat", f"stale: {age:.1f} s old (limit {limit:g} s)")
     if ready and not document.get("consuming"):
-        click.secho("not consuming", fg="red", err=True)
-        sys.exit(1)
+        fail(ExitCode.FAILED, "NotConsuming", "the worker is alive but not consuming")
 
 
 COMMANDS = [flower, metrics, heartbeat]

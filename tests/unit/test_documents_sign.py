@@ -229,3 +229,21 @@ def test_an_unreachable_timestamp_authority_is_transient(ca: SigningCA, plain_pd
         sign_pdf(plain_pdf, SignOptions(level="b-t"),
                  ca.profile(f"http://127.0.0.1:{port}/tsa"), pages=1)
     assert info.value.permanent is False
+
+
+def test_signing_profile_settings() -> None:
+    from pydantic import ValidationError
+
+    from pdftasks.settings import Settings
+
+    assert SigningProfile.from_settings(Settings()) is None
+    s = Settings(sign_pkcs12_file="/etc/pdftasks/sign.p12", sign_pkcs12_passphrase="pw-123",
+                 sign_timestamp_url="https://tsa.example/tsr")
+    profile = SigningProfile.from_settings(s)
+    assert profile is not None and profile.passphrase == b"pw-123"
+    assert "pw-123" not in repr(s) and "pw-123" not in repr(profile)
+    assert s.documents.sign_timestamp_url == "https://tsa.example/tsr"
+    with pytest.raises(ValidationError, match="http"):
+        Settings(sign_timestamp_url="file:///etc/passwd")
+    with pytest.raises(ValidationError, match="without PDFTASKS_SIGN_PKCS12_FILE"):
+        Settings(sign_pkcs12_passphrase="pw")

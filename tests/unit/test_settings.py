@@ -23,6 +23,7 @@ from pdftasks.settings import (
     AwsSettings,
     BeatSettings,
     CoreSettings,
+    DocumentSettings,
     OpsSettings,
     Settings,
     TopicModel,
@@ -186,7 +187,7 @@ def test_documented_normalisations() -> None:
 
 VIEWS: dict[str, type[TopicModel]] = {
     "core": CoreSettings, "beat": BeatSettings, "api": ApiSettings, "ops": OpsSettings,
-    "aws": AwsSettings}
+    "aws": AwsSettings, "documents": DocumentSettings}
 
 
 def test_every_field_belongs_to_exactly_one_topic() -> None:

@@ -99,6 +99,7 @@ def test_passwords_stay_out_of_records_results_events_logs_and_webhooks(
         manager.start()
         for thread in threads:
             thread.start()
+        manager.app.control.enable_events()  # as Flower does, whatever the worker's default
         time.sleep(1)  # the event receiver is consuming
         # When a job asks for encryption and a B-T signature
         job_id = manager.submit_job(

@@ -163,6 +163,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> PDFService:
 @pytest.mark.parametrize("items, error, words", [
     ("abc", DataTypeError, "expects an object with 'quantity' but the data has a str"),
     (5, DataTypeError, "a value has the wrong type"),
+    ([None], DataTypeError, "expects an object with 'quantity' but the data has null"),
     ([{"description": "x", "unit_price": 1}], MissingVariableError, "'quantity'"),
 ])
 def test_wrong_data_types_are_named_as_such(service: PDFService, items: object,

@@ -150,8 +150,10 @@ def configure(app: Celery, s: Settings) -> None:
         task_publish_retry_policy={
             "max_retries": 3, "interval_start": 0, "interval_step": 0.5, "interval_max": 1,
         },
-        # Events from the moment a job is sent: Flower and monitors see every job.
-        worker_send_task_events=True,
+        # Events from the moment a job is sent: Flower and monitors see every job. Workers
+        # send theirs on demand by default (PDFTASKS_TASK_EVENTS; the rest is in
+        # pdftasks.contrib.monitoring.TaskEventsOnDemand): while a monitor asks for them.
+        worker_send_task_events=s.task_events == "always",
         task_send_sent_event=True,
         # Bad messages (unknown task, undecodable, broken) are dead-lettered and
         # acknowledged, never requeued for ever nor allowed to stop the worker.

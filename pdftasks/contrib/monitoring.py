@@ -1,12 +1,14 @@
-"""Operations: worker heartbeat file, JSON logs, Prometheus metrics.
+"""Operations: worker heartbeat file, task events on demand, JSON logs, Prometheus metrics.
 
-``install(app)`` (called by ``create_app``) adds three things to every pdftasks app:
+``install(app)`` (called by ``create_app``) adds four things to every pdftasks app:
 
 - **Heartbeat**: a worker bootstep that rewrites ``PDFTASKS_HEARTBEAT_FILE`` every
   ``PDFTASKS_HEARTBEAT_INTERVAL_S`` from the worker's own timer (the event loop of the main
   process). A worker whose main loop is stuck, or which is stopped, stops beating; container
   probes compare the file's age with a threshold. The file holds a JSON document saying
   whether the worker is consuming (connected and ready), which the readiness probe reads.
+- **Task events on demand** (``PDFTASKS_TASK_EVENTS=on-demand``, the default): Celery's
+  task events only while a monitor such as Flower asks for them (``TaskEventsOnDemand``).
 - **JSON logs** (``PDFTASKS_LOG_FORMAT=json``): every log line is one JSON object; each job
   that ends an attempt logs one line with ``job_id``, ``priority``, ``template``,
   ``duration_s`` and ``outcome``.
@@ -148,6 +150,96 @@ def _ready_heartbeat(sender: Any = None, **_: Any) -> None:
     step = getattr(getattr(sender, "controller", None), "pdftasks_heartbeat", None)
     if step is not None:
         step.beat()
+
+
+# Task events on demand.
+
+#: ``PDFTASKS_TASK_EVENTS=on-demand``: how long a monitor's ``enable_events`` keeps task
+#: events on, and how long a new worker sends them before any monitor asked, in seconds.
+#: Flower asks every 5 s: three of its requests may be lost before events stop.
+TASK_EVENTS_LEASE_S = 15.0
+#: How often a worker checks whether the lease ran out, in seconds.
+TASK_EVENTS_CHECK_S = 1.0
+
+
+def _enable_events(state: Any) -> dict[str, str]:
+    """Celery's ``enable_events`` remote control command (what Flower sends every 5 s),
+    plus: it renews the task events lease of a pdftasks worker (``TaskEventsOnDemand``)."""
+    consumer = state.consumer
+    lease = getattr(consumer, "pdftasks_task_events", None)
+    if lease is not None:
+        lease.renew()
+    dispatcher = consumer.event_dispatcher
+    if dispatcher is None:
+        return {"error": "event dispatcher unavailable"}
+    if dispatcher.groups and "task" not in dispatcher.groups:
+        dispatcher.groups.add("task")
+        log.info("Events of group {task} enabled by remote.")
+        return {"ok": "task events enabled"}
+    return {"ok": "task events already enabled"}
+
+
+class TaskEventsOnDemand(bootsteps.StartStopStep):
+    """Consumer bootstep (``PDFTASKS_TASK_EVENTS=on-demand``): task events only while a
+    monitor wants them.
+
+    Celery sends a task-received, task-started and task-succeeded event per job from the
+    worker's main process, between two jobs of a pool process, whether anyone listens or
+    not. Monitors that show jobs (Flower) ask workers to send them with the
+    ``enable_events`` remote control command, Flower every 5 s. Here a worker starts with
+    task events on for ``TASK_EVENTS_LEASE_S`` (a monitor already running asks within that
+    time), each ``enable_events`` renews that lease, and when it runs out the worker's
+    timer turns task events off again. Worker events (heartbeats) are left alone.
+    """
+
+    label = "pdftasks-task-events"
+    requires = ("celery.worker.consumer.events:Events",)
+
+    def __init__(self, c: Any, **kwargs: Any) -> None:
+        self.consumer: Any = None
+        self.until = 0.0
+        self.tref: Any = None
+        super().__init__(c, **kwargs)
+
+    def include_if(self, c: Any) -> bool:
+        from pdftasks.worker.tasks import app_settings
+
+        return bool(app_settings(c.app).task_events == "on-demand"
+                    and c.app.conf.worker_enable_remote_control and c.timer is not None)
+
+    def start(self, c: Any) -> None:
+        from celery.worker.control import control_command
+
+        # Registered when a pdftasks worker starts (the registry is Celery's, per process):
+        # the same command for every app, with the lease renewal for ours.
+        control_command(name="enable_events")(_enable_events)
+        self.consumer = c
+        c.pdftasks_task_events = self
+        self.renew()
+        self._set(True)
+        self.tref = c.timer.call_repeatedly(TASK_EVENTS_CHECK_S, self.check, priority=10)
+
+    def stop(self, c: Any) -> None:
+        if self.tref is not None:
+            self.tref.cancel()
+            self.tref = None
+
+    def renew(self) -> None:
+        self.until = time.monotonic() + TASK_EVENTS_LEASE_S
+
+    def check(self) -> None:
+        if time.monotonic() > self.until and self._set(False):
+            log.info("task events off: no monitor asked for them in the last %g s "
+                     "(PDFTASKS_TASK_EVENTS=on-demand)", TASK_EVENTS_LEASE_S)
+
+    def _set(self, on: bool) -> bool:
+        """Task events on or off; True if that changed anything."""
+        dispatcher = getattr(self.consumer, "event_dispatcher", None)
+        groups = getattr(dispatcher, "groups", None)
+        if not groups or on == ("task" in groups):
+            return False
+        groups.add("task") if on else groups.discard("task")
+        return True
 
 
 # JSON logs.
@@ -335,6 +427,7 @@ def install(app: Any) -> None:
     from pdftasks.worker.tasks import event_hooks
 
     app.steps["worker"].add(Heartbeat)
+    app.steps["consumer"].add(TaskEventsOnDemand)
     if on_job_event not in event_hooks(app):
         event_hooks(app).append(on_job_event)
 

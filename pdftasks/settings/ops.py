@@ -28,5 +28,12 @@ class OpsSettings(TopicModel):
         None,
         description="`user:password` (comma-separated pairs) for `pdftasks flower`, which "
                     "does not start without it unless `--insecure-no-auth`.")
+    task_events: str = Field(
+        "on-demand", pattern="^(on-demand|always)$",
+        description="Celery task events, which monitors such as Flower show jobs from. "
+                    "`on-demand`: a worker sends them while a monitor asks for them (Flower "
+                    "asks every 5 s; they stop 15 s after the last request) and for its first "
+                    "15 s, so a running Flower sees every job; no cost per job otherwise. "
+                    "`always`: all the time, for monitors that never ask (`celery events`).")
     metrics_port: int = Field(
         9808, ge=1, le=65535, description="TCP port of `pdftasks metrics`.")

@@ -111,3 +111,24 @@ def test_benchmark_charts_are_drawn_from_the_recorded_numbers(name: str) -> None
     spec.loader.exec_module(charts)
     png = charts.charts()[name]
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+
+def test_readme_names_what_setup_installs() -> None:
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    setup = (ROOT / "scripts" / "setup.sh").read_text(encoding="utf-8")
+    extras = re.search(r'^extras="([^"]+)"', setup, re.M)
+    assert extras is not None
+    for extra in [*extras.group(1).split(","), *re.findall(r'extras\+=",(\w+)"', setup)]:
+        assert f"`{extra}`" in readme, f"the README does not say setup installs {extra}"
+    packages = re.findall(r"packages(?:\+)?=\(([^)]*)\)", setup)
+    for package in " ".join(packages).split():
+        if not package.startswith("#"):
+            assert package in readme, f"the README does not name the apt package {package}"
+
+
+def test_readme_demo_claim_matches_the_demo_command() -> None:
+    from pdftasks.cli import demo
+
+    concurrency = next(p for p in demo.params if p.name == "concurrency").default
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert f"start one worker ({concurrency} render processes)" in readme

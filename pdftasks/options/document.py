@@ -18,6 +18,7 @@ import binascii
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 if TYPE_CHECKING:
     from pdftasks.options import JobOptions
@@ -58,6 +59,11 @@ IMPOSSIBLE = {
 }
 
 
+def _refused(message: str) -> ValueError:
+    """A validation error whose message is shown as is (no "Value error, " prefix)."""
+    return PydanticCustomError("document_options", message)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -80,7 +86,7 @@ class DocumentMetadata(_Strict):
     @classmethod
     def _short_keywords(cls, value: list[str] | None) -> list[str] | None:
         if value is not None and any(len(k) > 200 for k in value):
-            raise ValueError("each keyword is at most 200 characters")
+            raise _refused("each keyword is at most 200 characters")
         return value
 
 
@@ -139,7 +145,7 @@ class EncryptOptions(_Strict):
     def _distinct(self) -> EncryptOptions:
         user = self.user_password.get_secret_value()
         if user and user == self.owner_password.get_secret_value():
-            raise ValueError("owner_password must differ from user_password (the same "
+            raise _refused("owner_password must differ from user_password (the same "
                              "password would give every reader full rights)")
         return self
 
@@ -157,7 +163,7 @@ class VisibleSignature(_Strict):
     @classmethod
     def _not_zero(cls, value: int) -> int:
         if value == 0:
-            raise ValueError("pages are numbered from 1 (-1 = the last page)")
+            raise _refused("pages are numbered from 1 (-1 = the last page)")
         return value
 
 
@@ -192,7 +198,7 @@ class AttachmentOptions(_Strict):
     @model_validator(mode="after")
     def _one_source(self) -> AttachmentOptions:
         if (self.path is None) == (self.content_base64 is None):
-            raise ValueError("give exactly one of path and content_base64")
+            raise _refused("give exactly one of path and content_base64")
         if self.content_base64 is not None:
             self.decoded()
         return self
@@ -202,12 +208,12 @@ class AttachmentOptions(_Strict):
         if self.content_base64 is None:
             return b""
         if len(self.content_base64) > MAX_INLINE_ATTACHMENT_BYTES * 4 // 3 + 8:
-            raise ValueError(f"content_base64 is larger than "
+            raise _refused(f"content_base64 is larger than "
                              f"{MAX_INLINE_ATTACHMENT_BYTES // 1024} KiB")
         try:
             return base64.b64decode(self.content_base64, validate=True)
         except (binascii.Error, ValueError):
-            raise ValueError("content_base64 is not valid base64") from None
+            raise _refused("content_base64 is not valid base64") from None
 
 
 class MergePart(_Strict):
@@ -227,10 +233,10 @@ class MergePart(_Strict):
     def _one_kind(self) -> MergePart:
         kinds = [self.template is not None, self.job_id is not None, self.this]
         if sum(kinds) != 1:
-            raise ValueError("a merge part is exactly one of {template (+data, css_file)}, "
-                             "{job_id} or {self: true}")
+            raise _refused("a merge part is exactly one of: a template (with data and "
+                           "css_file), a job_id, or self: true")
         if self.template is None and (self.data is not None or self.css_file is not None):
-            raise ValueError("data and css_file belong to a template part")
+            raise _refused("data and css_file belong to a template part")
         return self
 
 
@@ -260,33 +266,33 @@ def check_document_options(opts: JobOptions) -> None:
     """Raise ``ValueError`` (``IMPOSSIBLE``'s message) for options that cannot be combined."""
     variant = effective_variant(opts)
     if opts.einvoice is not None and opts.pdf_variant not in (None, "pdf/a-3b"):
-        raise ValueError(IMPOSSIBLE["einvoice+variant"])
+        raise _refused(IMPOSSIBLE["einvoice+variant"])
     if opts.encrypt is not None:
         if opts.einvoice is not None:
-            raise ValueError(IMPOSSIBLE["encrypt+einvoice"])
+            raise _refused(IMPOSSIBLE["encrypt+einvoice"])
         if variant in PDFA_VARIANTS:
-            raise ValueError(IMPOSSIBLE["encrypt+pdf/a"])
+            raise _refused(IMPOSSIBLE["encrypt+pdf/a"])
     if opts.attachments:
         if variant in ("pdf/a-1b", "pdf/a-2b"):
-            raise ValueError(IMPOSSIBLE[f"attachments+{variant}"])
+            raise _refused(IMPOSSIBLE[f"attachments+{variant}"])
         names = [a.name for a in opts.attachments]
         if len(set(names)) != len(names):
-            raise ValueError("attachments: two attachments have the same name")
+            raise _refused("attachments: two attachments have the same name")
         if opts.einvoice is not None and "factur-x.xml" in names:
-            raise ValueError("attachments: factur-x.xml is the e-invoice's own name")
+            raise _refused("attachments: factur-x.xml is the e-invoice's own name")
         inline = sum(len(a.decoded()) for a in opts.attachments)
         if inline > MAX_INLINE_ATTACHMENT_BYTES:
-            raise ValueError(f"attachments: content_base64 payloads add up to {inline} "
+            raise _refused(f"attachments: content_base64 payloads add up to {inline} "
                              f"bytes, more than {MAX_INLINE_ATTACHMENT_BYTES}")
     if opts.watermark is not None and opts.watermark.opacity < 1 and variant == "pdf/a-1b":
-        raise ValueError(IMPOSSIBLE["watermark.opacity+pdf/a-1b"])
+        raise _refused(IMPOSSIBLE["watermark.opacity+pdf/a-1b"])
     if opts.merge is not None:
         if variant == "pdf/ua-1":
-            raise ValueError(IMPOSSIBLE["merge+pdf/ua-1"])
+            raise _refused(IMPOSSIBLE["merge+pdf/ua-1"])
         if sum(part.this for part in opts.merge) > 1:
-            raise ValueError("merge: the job's own document (self) can be one part only")
+            raise _refused("merge: the job's own document (self) can be one part only")
     if opts.sign is not None and opts.sign.visible is not None and variant == "pdf/ua-1":
-        raise ValueError(IMPOSSIBLE["sign.visible+pdf/ua-1"])
+        raise _refused(IMPOSSIBLE["sign.visible+pdf/ua-1"])
 
 
 def has_document_options(opts: JobOptions) -> bool:

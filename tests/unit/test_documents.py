@@ -288,3 +288,26 @@ def test_a_job_part_without_a_job_store_is_refused(service: PDFService) -> None:
 def test_sign_without_a_profile_fails_clearly(service: PDFService) -> None:
     with pytest.raises(DocumentOptionError, match="no signing profile"):
         service.render_document("invoice.html", SAMPLE, None, parse_options({"sign": {}}))
+
+
+def test_job_parts_of_a_pdfa_merge_must_be_pdfa(service: PDFService) -> None:
+    plain, _ = service.render_pdf("invoice.html", SAMPLE)
+    archival, _ = service.render_document("invoice.html", SAMPLE, None,
+                                          parse_options({"pdf_variant": "pdf/a-2b"}))
+    locked, _ = service.render_document("invoice.html", SAMPLE, None, parse_options(
+        {"encrypt": {"owner_password": "o", "user_password": "u"}}))
+    parts = {"plain": plain, "archival": archival, "locked": locked}
+    opts = {"pdf_variant": "pdf/a-2b", "merge": [{"self": True}, {"job_id": "archival"}]}
+    pdf, pages = service.render_document("invoice.html", SAMPLE, None, parse_options(opts),
+                                         job_pdf=parts.__getitem__)
+    assert pages == 2
+    with pikepdf.open(io.BytesIO(pdf)) as doc:
+        assert len(doc.pages) == 2 and "/OutputIntents" in doc.Root
+    opts["merge"][1]["job_id"] = "plain"
+    with pytest.raises(DocumentOptionError, match=r"options\.merge\[1\]: job plain is not a "
+                                                  r"PDF/A file"):
+        service.render_document("invoice.html", SAMPLE, None, parse_options(opts),
+                                job_pdf=parts.__getitem__)
+    with pytest.raises(DocumentOptionError, match="job locked is encrypted"):
+        service.render_document("invoice.html", SAMPLE, None, parse_options(
+            {"merge": [{"job_id": "locked"}]}), job_pdf=parts.__getitem__)

@@ -54,6 +54,9 @@ IMPOSSIBLE = {
                                   "color instead)",
     "merge+pdf/ua-1": "merge cannot be combined with pdf/ua-1: merged parts lose their "
                       "tag structure, which PDF/UA requires",
+    "sign+pdf/a-1b": "sign cannot be combined with pdf/a-1b: a PAdES signature "
+                     "(ETSI.CAdES.detached) needs PDF 1.7, and PDF/A-1 is PDF 1.4 (use "
+                     "pdf/a-2b or pdf/a-3b)",
     "sign.visible+pdf/ua-1": "a visible signature cannot be combined with pdf/ua-1: its "
                              "appearance is not tagged (sign without `visible`)",
 }
@@ -291,6 +294,8 @@ def check_document_options(opts: JobOptions) -> None:
             raise _refused(IMPOSSIBLE["merge+pdf/ua-1"])
         if sum(part.this for part in opts.merge) > 1:
             raise _refused("merge: the job's own document (self) can be one part only")
+    if opts.sign is not None and variant == "pdf/a-1b":
+        raise _refused(IMPOSSIBLE["sign+pdf/a-1b"])
     if opts.sign is not None and opts.sign.visible is not None and variant == "pdf/ua-1":
         raise _refused(IMPOSSIBLE["sign.visible+pdf/ua-1"])
 

@@ -48,6 +48,7 @@ EXAMPLES = {
     "watermark.opacity+pdf/a-1b": {"pdf_variant": "pdf/a-1b",
                                    "watermark": {"text": "X", "opacity": 0.5}},
     "merge+pdf/ua-1": {"pdf_variant": "pdf/ua-1", "merge": [{"template": "a.html"}]},
+    "sign+pdf/a-1b": {"pdf_variant": "pdf/a-1b", "sign": {}},
     "sign.visible+pdf/ua-1": {"pdf_variant": "pdf/ua-1", "sign": {"visible": {}}},
 }
 
@@ -71,7 +72,8 @@ def test_impossible_pairs_are_refused_with_their_reason(pair: str) -> None:
      "metadata": {"title": "T", "language": "fr-FR"}},
     {"encrypt": {"owner_password": "o", "user_password": "u", "allow": ["print", "copy"]},
      "sign": {}, "watermark": {"text": "COPY", "opacity": 0.3}},
-    {"pdf_variant": "pdf/a-1b", "watermark": {"text": "DRAFT"}, "sign": {"visible": {}}},
+    {"pdf_variant": "pdf/a-2b", "watermark": {"text": "DRAFT"}, "sign": {"visible": {}}},
+    {"pdf_variant": "pdf/a-1b", "watermark": {"text": "DRAFT"}, "metadata": {"title": "T"}},
     {"pdf_variant": "pdf/ua-1", "attachments": [{"name": "a", "content_base64": "YQ=="}]},
 ])
 def test_possible_combinations_are_accepted(raw) -> None:

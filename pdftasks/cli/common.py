@@ -128,12 +128,17 @@ def workers_consuming(queue: str, timeout: float = 1.0) -> int | None:
                 return 1
     if s.is_sqs:
         return None
+    def consuming(limit: int | None) -> int:
+        replies = app.control.inspect(timeout=timeout, limit=limit).active_queues() or {}
+        return sum(1 for queues in replies.values()
+                   if any(q.get("name") == queue for q in queues or []))
+
     try:
-        replies = app.control.inspect(timeout=timeout).active_queues() or {}
+        # The first reply ends the wait when it consumes the queue (the usual case: every
+        # worker consumes every priority); only then is the whole reply window waited out.
+        return consuming(1) or consuming(None)
     except Exception:
         return None
-    return sum(1 for queues in replies.values()
-               if any(q.get("name") == queue for q in queues or []))
 
 
 def no_worker_hint(queue: str) -> str:

@@ -8,7 +8,7 @@ Changes from the guide: the imports; ``create_app()`` starts the workers (Flask 
 
 This pattern trusts its callers: ``X-User-ID`` is recorded as metadata, it proves nothing.
 For a service on a network use ``pdftasks api`` (API keys, tenants, idempotency, rate
-limits, webhooks; see docs/http-api.md).
+limits, webhooks; see docs/reference/http-api.md).
 """
 
 from __future__ import annotations

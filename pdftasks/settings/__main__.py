@@ -1,4 +1,4 @@
-"""``python -m pdftasks.settings --markdown | --write README | --check README``."""
+"""``python -m pdftasks.settings --markdown | --write FILE | --check FILE``."""
 
 import sys
 

@@ -52,7 +52,7 @@ CommaList = Annotated[list[str], NoDecode, BeforeValidator(_comma_list)]
 
 
 def shown(default: str) -> dict[str, Any]:
-    """The default as the README shows it, when it is computed (``json_schema_extra``)."""
+    """The default as the settings reference shows it, when it is computed (``json_schema_extra``)."""
     return {"shown_default": default}
 
 
@@ -78,7 +78,7 @@ class TopicModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True,
                               hide_input_in_errors=True)
 
-    #: Heading of the topic's first section in the README's settings table.
+    #: Heading of the topic's first section in the settings reference.
     table_title: ClassVar[str] = ""
     #: Further sections of the table: first field of the section → its heading.
     table_sections: ClassVar[dict[str, str]] = {}
@@ -100,7 +100,7 @@ class TopicModel(BaseModel):
                     hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close
                                                else ""))
                 raise ValueError("unknown setting " + ", ".join(hints)
-                                 + " (see the README's Configuration table)")
+                                 + " (see docs/reference/settings.md)")
         return values
 
     @field_validator("*")

@@ -17,7 +17,7 @@ from pdftasks.settings.ops import OpsSettings
 
 _Topic = TypeVar("_Topic", bound=TopicModel)
 
-#: The topic models, in the order of the README's settings table; every field of
+#: The topic models, in the order of the settings reference (docs/reference/settings.md); every field of
 #: ``Settings`` is a field of exactly one of them.
 TOPICS: tuple[type[TopicModel], ...] = (
     CoreSettings, BeatSettings, ApiSettings, OpsSettings, AwsSettings, DocumentSettings)

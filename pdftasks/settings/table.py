@@ -1,5 +1,6 @@
-"""The README's settings table, generated from the topic models
-(``python -m pdftasks.settings --markdown``, ``--write README.md``, ``--check README.md``).
+"""The settings reference table, generated from the topic models
+(``python -m pdftasks.settings --markdown``, ``--write docs/reference/settings.md``,
+``--check docs/reference/settings.md``).
 
 A topic is one or more sections of the table (``table_title``, then ``table_sections``
 starting at a field); rows follow the order of the topic's fields, with its
@@ -72,7 +73,7 @@ def _shown_default(field: FieldInfo) -> str:
 
 
 def settings_table() -> str:
-    """The README's settings tables (Markdown), generated from the fields of ``Settings``."""
+    """The settings tables (Markdown), generated from the fields of ``Settings``."""
     names = [n for _, group in GROUPS for n in group if n not in OTHER_VARIABLES]
     if sorted(names) != sorted(Settings.model_fields):
         raise ValueError("the topic models' fields and Settings' differ: "
@@ -107,11 +108,11 @@ def readme_with_table(readme: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m pdftasks.settings",
-        description="Print the settings table, or update/check it in a README.")
+        description="Print the settings table, or update/check it in a Markdown file.")
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--markdown", action="store_true", help="print the table")
-    what.add_argument("--write", metavar="README", help="regenerate the table in README")
-    what.add_argument("--check", metavar="README", help="exit 1 if README's table is stale")
+    what.add_argument("--write", metavar="FILE", help="regenerate the table in FILE")
+    what.add_argument("--check", metavar="FILE", help="exit 1 if FILE's table is stale")
     args = parser.parse_args(argv)
     if args.markdown:
         sys.stdout.write(settings_table())

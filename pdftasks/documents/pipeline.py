@@ -110,7 +110,7 @@ def finish(pdf: bytes, pages: int, opts: JobOptions, data: Mapping[str, Any],
     import pikepdf
 
     variant = effective_variant(opts)
-    owner = opts.encrypt.owner_password.get_secret_value() if opts.encrypt else None
+    owner = opts.encrypt.owner_password if opts.encrypt else None
     if (opts.merge or opts.watermark or opts.attachments or invoice_xml is not None
             or opts.encrypt or opts.metadata):
         with contextlib.ExitStack() as stack:
@@ -151,8 +151,8 @@ def _encryption(opts: JobOptions) -> Any:
     every = {field for fields in _PERMISSIONS.values() for field in fields}
     permissions = pikepdf.Permissions(
         accessibility=True, **{field: field in allowed for field in every})
-    return pikepdf.Encryption(owner=opts.encrypt.owner_password.get_secret_value(),
-                              user=opts.encrypt.user_password.get_secret_value(),
+    return pikepdf.Encryption(owner=opts.encrypt.owner_password,
+                              user=opts.encrypt.user_password,
                               R=6, allow=permissions)
 
 

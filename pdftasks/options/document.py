@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 if TYPE_CHECKING:
@@ -129,16 +129,23 @@ def _print_only() -> list[Permission]:
     return ["print"]
 
 
-class EncryptOptions(_Strict):
-    """AES-256 encryption. The passwords are secrets: redacted in every record (and
-    hidden in ``repr``)."""
+#: OpenAPI: a password, never returned.
+_PASSWORD: dict[str, Any] = {"format": "password", "writeOnly": True}
 
-    user_password: SecretStr = Field(SecretStr(""), max_length=127,
-                               description="Needed to open the file; empty = anyone opens "
-                                           "it with the permissions below.")
-    owner_password: SecretStr = Field(min_length=1, max_length=127,
-                                description="Gives full rights; must differ from "
-                                            "user_password.")
+
+class EncryptOptions(_Strict):
+    """AES-256 encryption. The passwords are secrets: redacted in every record
+    (``SECRET_PATHS``), hidden in ``repr``, write-only in the OpenAPI schema. They are
+    plain strings in the model, not ``SecretStr``: the options are dumped to the job's
+    message (``model_dump``), which must carry the real values to the worker."""
+
+    user_password: str = Field(
+        "", max_length=127, repr=False, json_schema_extra=_PASSWORD,
+        description="Needed to open the file; empty = anyone opens it with the permissions "
+                    "below.")
+    owner_password: str = Field(
+        min_length=1, max_length=127, repr=False, json_schema_extra=_PASSWORD,
+        description="Gives full rights; must differ from user_password.")
     allow: list[Permission] = Field(
         default_factory=_print_only, max_length=6,
         description="What a user who is not the owner may do (screen readers always may "
@@ -146,10 +153,9 @@ class EncryptOptions(_Strict):
 
     @model_validator(mode="after")
     def _distinct(self) -> EncryptOptions:
-        user = self.user_password.get_secret_value()
-        if user and user == self.owner_password.get_secret_value():
+        if self.user_password and self.user_password == self.owner_password:
             raise _refused("owner_password must differ from user_password (the same "
-                             "password would give every reader full rights)")
+                           "password would give every reader full rights)")
         return self
 
 

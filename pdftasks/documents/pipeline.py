@@ -128,7 +128,10 @@ def finish(pdf: bytes, pages: int, opts: JobOptions, data: Mapping[str, Any],
                 embedded.embed(doc, files, associate=variant == "pdf/a-3b")
             if invoice_xml is not None and opts.einvoice is not None:
                 add_descriptions(doc, facturx_descriptions(CONFORMANCE[opts.einvoice.profile]))
-            if opts.metadata is not None and variant is None:
+            if opts.metadata is not None:
+                # Already so when WeasyPrint wrote this document; not when it was joined
+                # from parts elsewhere (a split job).
+                _docinfo(doc, opts.metadata)
                 sync_from_docinfo(doc, opts.metadata.language)
             out = io.BytesIO()
             save: dict[str, Any] = {}
@@ -141,6 +144,20 @@ def finish(pdf: bytes, pages: int, opts: JobOptions, data: Mapping[str, Any],
     if opts.sign is not None:
         pdf = sign_pdf(pdf, opts.sign, ctx.signing, pages, owner_password=owner)
     return pdf, pages
+
+
+def _docinfo(doc: Any, meta: DocumentMetadata) -> None:
+    """The ``metadata`` option's fields in the document information and ``/Lang``."""
+    import pikepdf
+
+    for key, value in (("/Title", meta.title), ("/Author", meta.author),
+                       ("/Subject", meta.subject), ("/Creator", meta.creator),
+                       ("/Keywords", ", ".join(meta.keywords) if meta.keywords is not None
+                        else None)):
+        if value is not None:
+            doc.docinfo[key] = pikepdf.String(value)
+    if meta.language is not None:
+        doc.Root.Lang = pikepdf.String(meta.language)
 
 
 def _encryption(opts: JobOptions) -> Any:

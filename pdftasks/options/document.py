@@ -57,6 +57,10 @@ IMPOSSIBLE = {
     "sign+pdf/a-1b": "sign cannot be combined with pdf/a-1b: a PAdES signature "
                      "(ETSI.CAdES.detached) needs PDF 1.7, and PDF/A-1 is PDF 1.4 (use "
                      "pdf/a-2b or pdf/a-3b)",
+    "split+pdf_variant": "pdf_variant cannot be combined with split: a split job's parts "
+                         "are joined into a new file, which is not PDF/A or PDF/UA",
+    "split+einvoice": "einvoice cannot be combined with split: a split job's parts are "
+                      "joined into a new file, which is not the PDF/A-3 an e-invoice needs",
     "sign.visible+pdf/ua-1": "a visible signature cannot be combined with pdf/ua-1: its "
                              "appearance is not tagged (sign without `visible`)",
 }
@@ -274,6 +278,11 @@ def effective_variant(opts: DocumentOptionsMixin) -> str | None:
 def check_document_options(opts: JobOptions) -> None:
     """Raise ``ValueError`` (``IMPOSSIBLE``'s message) for options that cannot be combined."""
     variant = effective_variant(opts)
+    if getattr(opts, "split", None) is not None:
+        if opts.einvoice is not None:
+            raise _refused(IMPOSSIBLE["split+einvoice"])
+        if opts.pdf_variant is not None:
+            raise _refused(IMPOSSIBLE["split+pdf_variant"])
     if opts.einvoice is not None and opts.pdf_variant not in (None, "pdf/a-3b"):
         raise _refused(IMPOSSIBLE["einvoice+variant"])
     if opts.encrypt is not None:

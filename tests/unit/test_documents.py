@@ -49,6 +49,8 @@ EXAMPLES = {
                                    "watermark": {"text": "X", "opacity": 0.5}},
     "merge+pdf/ua-1": {"pdf_variant": "pdf/ua-1", "merge": [{"template": "a.html"}]},
     "sign+pdf/a-1b": {"pdf_variant": "pdf/a-1b", "sign": {}},
+    "split+pdf_variant": {"split": {"key": "items", "size": 10}, "pdf_variant": "pdf/ua-1"},
+    "split+einvoice": {"split": {"key": "items", "size": 10}, "einvoice": {}},
     "sign.visible+pdf/ua-1": {"pdf_variant": "pdf/ua-1", "sign": {"visible": {}}},
 }
 

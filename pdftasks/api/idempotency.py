@@ -12,10 +12,24 @@ from pydantic import BaseModel
 
 from pdftasks.api.constants import IDEMPOTENCY_CLAIM_S
 from pdftasks.api.errors import ApiError
+from pdftasks.options import redact_options
 
 if TYPE_CHECKING:
     from pdftasks.api.auth import Caller
     from pdftasks.api.state import ApiState
+
+
+def _without_secrets(dumped: Any) -> Any:
+    """The request body with its secret options (passwords) redacted: they take no part in
+    the fingerprint kept in Redis, so nothing derived from them is stored."""
+    if isinstance(dumped, dict):
+        out = dict(dumped)
+        if isinstance(out.get("options"), dict):
+            out["options"] = redact_options(out["options"])
+        if isinstance(out.get("jobs"), list):
+            out["jobs"] = [_without_secrets(job) for job in out["jobs"]]
+        return out
+    return dumped
 
 
 class Idempotency:
@@ -30,8 +44,8 @@ class Idempotency:
         # (BodyLimitMiddleware), so this cannot recurse deeply. Should anything still be
         # unserializable, it is the client's body: a 422, not a 500.
         try:
-            canonical = json.dumps([route, body.model_dump(mode="json")], sort_keys=True,
-                                   separators=(",", ":"))
+            canonical = json.dumps([route, _without_secrets(body.model_dump(mode="json"))],
+                                   sort_keys=True, separators=(",", ":"))
         except (ValueError, TypeError, RecursionError) as exc:
             raise ApiError(422, "invalid_request", "body: cannot be used with an "
                            "Idempotency-Key: it cannot be serialized", field="body") from exc

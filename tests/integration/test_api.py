@@ -729,6 +729,17 @@ def test_the_http_api_checks_options_shows_them_in_its_schema_and_redacts_secret
         doc = client.get(f"/api/pdf/{ok.json()['job_id']}").json()
         assert doc["options"]["encrypt"]["owner_password"] == "***"
         assert "o-pass-012" not in json.dumps(doc) and "u-pass-789" not in json.dumps(doc)
+        # Passwords take no part in an Idempotency-Key's fingerprint (nothing derived from
+        # them is kept): the same body with another password is the same request.
+        first = client.post("/api/pdf", json={**body, "options": secret},
+                            headers={"Idempotency-Key": "k-secret"})
+        other = {"encrypt": {"user_password": "u-other", "owner_password": "o-other"}}
+        again = client.post("/api/pdf", json={**body, "options": other},
+                            headers={"Idempotency-Key": "k-secret"})
+        assert first.status_code == 202 and again.json()["job_id"] == first.json()["job_id"]
+        changed = client.post("/api/pdf", json={**body, "filename": "p.pdf", "options": other},
+                              headers={"Idempotency-Key": "k-secret"})
+        assert changed.status_code == 409, changed.text
     for key in redis_client.scan_iter(count=1000):
         if redis_client.type(key) == b"hash":
             assert b"o-pass-012" not in b"".join(redis_client.hvals(key))

@@ -13,7 +13,7 @@ from pdftasks.samples import sample_invoice
 
 pytestmark = pytest.mark.integration
 
-SPLIT = {"split": {"key": "rows", "size": 100000}}  # longer than any list here: no split
+OPTIONS = {"metadata": {"title": "Plumbed", "keywords": ["a", "b"]}}
 
 
 def test_options_are_checked_at_submit_and_nothing_is_queued(make_manager, redis_client) -> None:
@@ -32,10 +32,14 @@ def test_options_are_checked_at_submit_and_nothing_is_queued(make_manager, redis
 
 def test_a_job_with_options_completes_and_its_record_keeps_them(make_manager) -> None:
     manager = make_manager()
-    job_id = manager.submit_job("invoice.html", sample_invoice(1), "opt.pdf", options=SPLIT)
+    job_id = manager.submit_job("invoice.html", sample_invoice(1), "opt.pdf", options=OPTIONS)
     job = manager.wait_for_job(job_id, timeout=60)
     assert job.status is JobStatus.COMPLETED
-    assert job.options == SPLIT
+    assert job.options == OPTIONS
+    import pikepdf  # the worker got them: the option shows in the file
+
+    with pikepdf.open(job.result_path) as pdf:
+        assert str(pdf.docinfo["/Title"]) == "Plumbed"
 
 
 def test_a_bad_option_in_a_queued_message_fails_the_job_with_its_name(make_manager) -> None:

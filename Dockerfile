@@ -25,9 +25,10 @@ RUN groupadd --system --gid 10001 pdftasks \
 
 WORKDIR /app
 
-# The package with the extras every process needs; add sqs for Amazon SQS:
-#   docker build --build-arg EXTRAS=redis,sqs,api,ops .
-ARG EXTRAS=redis,api,ops
+# The package with the extras every process needs (documents: Factur-X and signatures);
+# add sqs for Amazon SQS:
+#   docker build --build-arg EXTRAS=redis,sqs,api,ops,documents .
+ARG EXTRAS=redis,api,ops,documents
 COPY pyproject.toml README.md constraints.txt /tmp/src/
 COPY pdftasks /tmp/src/pdftasks
 # The sample templates are packaged too (pdftasks.sample_templates, for `pdftasks demo`).

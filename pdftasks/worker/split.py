@@ -45,8 +45,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from billiard.exceptions import WorkerLostError
 from celery import Celery, Task, group, states
 from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.worker.request import Request
 
 from pdftasks.celery_app import queue_name
 from pdftasks.errors import PermanentError, RenderTimeoutError, TransientError
@@ -55,6 +57,7 @@ from pdftasks.options import JobOptions, has_document_options, parse_options
 from pdftasks.options.split import check_split, with_items
 from pdftasks.render import time_limit
 from pdftasks.storage import storage_key
+from pdftasks.worker.request import PdfRequest
 from pdftasks.worker.tasks import (
     _RUNNABLE,
     PdfTask,
@@ -211,9 +214,32 @@ def _render_part(self: Task, parent_id: str, run: str, index: int, count: int, s
     return {"path": str(path), "pages": pages, "bytes": len(pdf), "worker_pid": os.getpid()}
 
 
+class PartRequest(PdfRequest):
+    """``PdfRequest`` for parts: a part whose child died after Celery stored its success
+    (the message is acknowledged, not delivered again) is completed and counted here, with
+    the part's own arguments."""
+
+    def on_failure(self, exc_info: Any, send_failed_event: bool = True,
+                   return_ok: bool = False) -> None:
+        Request.on_failure(self, exc_info, send_failed_event=send_failed_event,
+                           return_ok=return_ok)
+        if not isinstance(getattr(exc_info.exception, "exc", exc_info.exception),
+                          WorkerLostError):
+            return
+        try:
+            meta = self.task.backend.get_task_meta(self.id)
+            if meta.get("status") == states.SUCCESS:
+                self.task.on_success(meta.get("result"), self.id, self.args, self.kwargs)
+        except Exception:
+            log.exception("could not complete part %s after its worker process was lost",
+                          self.id)
+
+
 class PartTask(PdfTask):
     """A part's record follows its render; the parent's follows its parts. Events go to the
     parent (``completed``/``failed``), not to webhooks for every part."""
+
+    Request = PartRequest
 
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
         if not isinstance(retval, dict) or "path" not in retval:
@@ -361,6 +387,14 @@ def _merge_parts(self: Task, parent_id: str, count: int, output_filename: str = 
     label = opts.split.page_label if opts is not None and opts.split is not None else None
     service = render_service(app)
     key = storage_key(s.queue_namespace, parent_id, output_filename, metadata.get(TENANT_KEY))
+    written = _written(service.storage, key, parts)
+    if written is not None:
+        # An earlier delivery of this merge wrote the PDF and removed the parts, then died
+        # before completing the record: complete it with that PDF.
+        path, pages, size = written
+        return _complete(app, parent_id, key, count, metadata, {
+            "path": str(path), "pages": pages, "bytes": size, "parts": count,
+            "priority": JobPriority.parse(priority).label, "worker_pid": os.getpid()})
     with tempfile.TemporaryDirectory(prefix="pdftasks-merge-") as tmp:
         inputs = [_local_copy(service.storage, str(p.result_path), Path(tmp) / f"{i}.pdf")
                   for i, p in enumerate(parts) if p is not None]
@@ -382,20 +416,46 @@ def _merge_parts(self: Task, parent_id: str, count: int, output_filename: str = 
     result = {"path": str(path), "pages": pages, "bytes": len(pdf), "parts": count,
               "duration_ms": round((time.perf_counter() - started) * 1000, 1),
               "priority": JobPriority.parse(priority).label, "worker_pid": os.getpid()}
-    completed = patiently(store.transition, parent_id, JobStatus.COMPLETED,
-                          (JobStatus.PROCESSING,), completed_at=dt.datetime.now(dt.UTC),
-                          result_path=str(path), pages=pages, parts_done=count, error=None)
+    return _complete(app, parent_id, key, count, metadata, result)
+
+
+def _complete(app: Celery, parent_id: str, key: str, count: int, metadata: dict[str, Any],
+              result: dict[str, Any]) -> dict[str, Any]:
+    """Remove the part files, then complete the parent: once it is COMPLETED only its PDF
+    is left. A parent cancelled meanwhile keeps no PDF either."""
+    store = job_store(app)
     discard_parts(app, parent_id, list(range(count)), metadata)
-    if not completed:
+    if not patiently(store.transition, parent_id, JobStatus.COMPLETED,
+                     (JobStatus.PROCESSING,), completed_at=dt.datetime.now(dt.UTC),
+                     result_path=result["path"], pages=result["pages"], parts_done=count,
+                     error=None):
         current = patiently(store.get, parent_id)
         if current is None or current.status is not JobStatus.COMPLETED:
-            _remove(service.storage, key)  # cancelled while merging: nothing left behind
+            _remove(render_service(app).storage, key)
         raise Ignore()
     store_parent_result(app, parent_id, result)
     emit(app, "completed", parent_id)
-    log.info("merged %d parts of %s (%d pages, %.0f ms)", count, parent_id, pages,
-             result["duration_ms"])
+    log.info("merged %d parts of %s (%d pages, %s ms)", count, parent_id, result["pages"],
+             result.get("duration_ms", "-"))
     return result
+
+
+def _written(storage: Any, key: str, parts: list[Job | None]
+             ) -> tuple[Path, int, int] | None:
+    """The parent's merged PDF if an earlier delivery of the merge wrote it and removed the
+    part files (local storage): (path, pages, bytes); else None."""
+    path_for = getattr(storage, "path_for", None)
+    if path_for is None or all(p is not None and p.result_path and
+                               Path(p.result_path).is_file() for p in parts):
+        return None
+    path = Path(path_for(key))
+    try:
+        import pikepdf
+
+        with pikepdf.open(path) as pdf:
+            return path, len(pdf.pages), path.stat().st_size
+    except Exception:
+        return None
 
 
 def _remove(storage: Any, key: str) -> None:

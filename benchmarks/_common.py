@@ -519,3 +519,21 @@ def proc_cpu_s(pid: int) -> float:
         return math.nan
     return (int(rest[11]) + int(rest[12])) / (os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf")
                                               else 100)
+
+
+def naive_render(templates_dir: Path, template: str, data: Mapping[str, Any],
+                 output_path: Path) -> tuple[float, float]:
+    """The render of a first PDF task, for the naive rows of ``throughput.py``: a new Jinja
+    environment, ``weasyprint.HTML(string=...).write_pdf(path)``, nothing kept between jobs
+    (no template, stylesheet or font cache of pdftasks' renderer, no checks, no atomic
+    write). Returns (``time.time()`` at the start, render ms)."""
+    import jinja2
+    import weasyprint
+
+    started, t0 = time.time(), time.perf_counter()
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir)),
+                             autoescape=True)
+    html = env.get_template(template).render(**data)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    weasyprint.HTML(string=html, base_url=str(templates_dir)).write_pdf(str(output_path))
+    return started, (time.perf_counter() - t0) * 1000

@@ -4,6 +4,8 @@ Measures what single options cost per job; not a supported configuration. The wo
 ``celery -A _variant_app worker`` with the same queues, concurrency, prefetch and ``-O fair``
 as ``pdftasks worker``; ``BENCH_VARIANT`` is a comma-separated list of:
 
+* ``events``: task events sent all the time, as with ``PDFTASKS_TASK_EVENTS=always`` (the
+  default, on-demand, sends them only while a monitor asks);
 * ``no-events``: ``worker_send_task_events`` and ``task_send_sent_event`` off (Flower and
   other monitors no longer see jobs);
 * ``no-track-started``: ``task_track_started`` off (no STARTED result write; the job
@@ -28,6 +30,8 @@ from pdftasks.celery_app import app
 
 _VARIANT = {v for v in os.environ.get("BENCH_VARIANT", "").split(",") if v}
 
+if "events" in _VARIANT:  # task events all the time (PDFTASKS_TASK_EVENTS=always)
+    app.conf.worker_send_task_events = True
 if "no-events" in _VARIANT:
     app.conf.worker_send_task_events = False
     app.conf.task_send_sent_event = False
@@ -37,17 +41,28 @@ if "no-extended" in _VARIANT:
     app.conf.result_extended = False
 
 if "trace" in _VARIANT:
+    import redis.connection
+
     import pdftasks.worker.tasks as _tasks
     from pdftasks.render import PDFService
 
     _files: dict[int, Any] = {}
+    #: Redis round trips of this process so far: one per command or pipeline sent.
+    _trips = [0]
+    _send = redis.connection.AbstractConnection.send_packed_command
+
+    def _counted_send(self: Any, *args: Any, **kwargs: Any) -> Any:
+        _trips[0] += 1
+        return _send(self, *args, **kwargs)
+
+    redis.connection.AbstractConnection.send_packed_command = _counted_send  # type: ignore
 
     def _mark(step: str, task_id: str | None) -> None:
         pid = os.getpid()
         if pid not in _files:
             path = os.path.join(os.environ["BENCH_TRACE_DIR"], f"trace-{pid}.log")
             _files[pid] = open(path, "a", buffering=1)  # noqa: SIM115 - for the process
-        _files[pid].write(f"{time.time():.6f} {step} {task_id}\n")
+        _files[pid].write(f"{time.time():.6f} {step} {task_id} {_trips[0]}\n")
 
     @signals.task_prerun.connect(weak=False)
     def _prerun(task_id: str | None = None, **_: Any) -> None:
@@ -87,10 +102,46 @@ if "trace" in _VARIANT:
 
     _emit = _tasks.emit
 
-    def _traced_emit(app_: Any, event: str, job_id: str, error: str | None = None) -> None:
+    def _traced_emit(app_: Any, event: str, job_id: str, error: str | None = None,
+                     **kwargs: Any) -> None:
         _mark("emit", job_id)
-        _emit(app_, event, job_id, error)
+        _emit(app_, event, job_id, error, **kwargs)
 
     _tasks.emit = _traced_emit
+
+    # The worker's main process: a message taken in (strategy) and handed to a pool
+    # process; a pool process's result taken back (ack, task events).
+    from pdftasks.worker.guard import GuardedStrategy
+    from pdftasks.worker.request import PdfRequest
+
+    _strategy_call = GuardedStrategy.__call__
+
+    def _traced_strategy(self: Any, message: Any, body: Any, *args: Any, **kwargs: Any) -> Any:
+        task_id = (message.headers or {}).get("id")
+        _mark("m_received", task_id)
+        try:
+            return _strategy_call(self, message, body, *args, **kwargs)
+        finally:
+            _mark("m_dispatched", task_id)
+
+    GuardedStrategy.__call__ = _traced_strategy  # type: ignore[method-assign]
+
+    # Celery's request class overrides on_success: mark the ack in it, and the
+    # task-succeeded event after it (when events are on).
+    _acknowledge = PdfRequest.acknowledge
+    _send_event = PdfRequest.send_event
+
+    def _traced_acknowledge(self: Any) -> None:
+        _mark("m_result", self.id)
+        _acknowledge(self)
+        _mark("m_result_end", self.id)
+
+    def _traced_send_event(self: Any, type_: str, **fields: Any) -> None:
+        _send_event(self, type_, **fields)
+        if type_ == "task-succeeded":
+            _mark("m_result_end", self.id)
+
+    PdfRequest.acknowledge = _traced_acknowledge  # type: ignore[method-assign]
+    PdfRequest.send_event = _traced_send_event  # type: ignore[method-assign]
 
 __all__ = ["app"]

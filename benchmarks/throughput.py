@@ -16,8 +16,11 @@ Methodology
   as it is free, like a queue with no broker, no result backend and no job records.
 * pdftasks: a private ``redis-server``; ``python -m pdftasks worker -c N`` with stock
   settings (only broker, templates, output and home directories set; log level INFO, task
-  events, late acks, prefetch 1, job records and their events, result backend on Redis).
-  It renders ``2 x N`` warm-up jobs first; once it is idle the measured jobs are queued
+  events on demand, late acks, prefetch 1, job records and their events, result backend on
+  Redis). It renders ``2 x N`` warm-up jobs first and waits until it stopped sending task
+  events (a new worker sends them for its first 15 s, for a monitor that may be running;
+  none runs here), so the phase measures a worker in its steady state; once it is idle
+  the measured jobs are queued
   with ``PDFQueueManager.submit_batch``, which records them and then publishes up to 500
   in one Redis pipeline, so the backlog appears at once. Nothing else is submitted while
   it runs; this process polls the result keys every 0.25 s.
@@ -38,10 +41,22 @@ Methodology
   rendering processes, the dispatcher (the pool's parent; the worker's main process) and
   redis-server. On N busy cores, CPU used by the dispatcher and Redis is taken from the
   renders.
+* The naive rows (``--no-naive`` leaves them out): what a user would otherwise write.
+  "stock Celery task": ``_stock_celery.py``'s ``naive`` task on a plain ``Celery()`` app
+  (one queue, default settings: prefetch 4, early acks), ``celery worker -c N``, the
+  backlog queued with ``.delay()``; "process pool": a ``multiprocessing`` pool. Both render
+  each job as a first PDF task does (``_common.naive_render``): a new Jinja environment and
+  ``weasyprint.HTML(string=...).write_pdf(path)``, nothing cached between jobs. The report
+  prints pdftasks' PDFs/s over each (median of the rounds' ratios).
+* ``--also-tree PATH`` adds a phase with the ``pdftasks worker`` of another checkout (its
+  root on ``PYTHONPATH``; e.g. ``git archive <commit>`` unpacked), for a before/after
+  comparison in one run.
 * ``--variant`` adds pdftasks phases with single options changed (``_variant_app.py``:
   task events off, STARTED state off, extended results off, WARNING logging) to show what
   each costs; ``--variant trace`` (stock options) timestamps the steps of every job in the
-  pool processes and prints where the time between two renders goes;
+  worker's processes (the main process too: message taken in, handed over, acknowledged)
+  and prints where the time between two renders goes, with the Redis round trips per job
+  of a pool process;
   ``--also-concurrency C`` adds a stock pdftasks phase with C processes on the
   same cores (e.g. N + 1, so a process waiting for its next job leaves its core to
   another). Neither is part of the comparison the target is about.
@@ -55,7 +70,7 @@ Methodology
   equal render speed. ``other CPU`` = CPUs used by other programs meanwhile (/proc);
   above 0.25 the phase was disturbed.
 
-Run: ``.venv/bin/python benchmarks/throughput.py`` (about 1-2 minutes with defaults;
+Run: ``.venv/bin/python benchmarks/throughput.py`` (about 3-4 minutes with defaults;
 ``--jobs 100`` for a quick check).
 """
 
@@ -81,16 +96,19 @@ from _common import (  # noqa: E402
     ROOT,
     CpuMonitor,
     RedisServer,
+    WorkerProcess,
     celery_ping,
     child_pids,
     date_done_epoch,
     load_average,
     log,
     machine_description,
+    naive_render,
     pdftasks_worker,
     percentile,
     print_table,
     proc_cpu_s,
+    release_results,
     sigterm_as_exit,
     use_pdftasks_env,
     wait_for_metas,
@@ -183,6 +201,110 @@ def run_direct(args: argparse.Namespace, tmp: Path, measured: list[int]) -> Phas
     return phase
 
 
+# The naive rows: what a user would otherwise write (functions at module level: spawn).
+
+_naive_out: Path | None = None
+
+
+def _naive_init(output_dir: str) -> None:
+    global _naive_out
+    _naive_out = Path(output_dir)
+    _naive_pool_render(899_999)  # this process's first WeasyPrint render loads the fonts
+
+
+def _naive_pool_render(i: int) -> tuple[float, float, float, int, int]:
+    from pdftasks.samples import sample_invoice
+
+    assert _naive_out is not None
+    started, ms = naive_render(ROOT / "templates", TEMPLATE, sample_invoice(i),
+                               _naive_out / f"naive_{i:05d}.pdf")
+    return started, time.time(), ms, 1, os.getpid()
+
+
+def run_naive_pool(args: argparse.Namespace, tmp: Path, measured: list[int]) -> Phase:
+    """A plain process pool, each job rendered naively (``_common.naive_render``)."""
+    phase = Phase(f"naive: process pool, {args.concurrency} processes",
+                  processes=args.concurrency)
+    ctx = multiprocessing.get_context("spawn")
+    warm = list(range(900_000, 900_000 + 2 * args.concurrency))
+    with ctx.Pool(args.concurrency, initializer=_naive_init,
+                  initargs=(str(tmp / "out-naive"),)) as pool:
+        pool.map(_naive_pool_render, warm, chunksize=1)
+        cpu = _ChildrenCpuMonitor([])
+        cpu.start()
+        kids = child_pids(os.getpid())
+        before = cpu_snapshot(kids, os.getpid(), None)
+        done = list(pool.imap_unordered(_naive_pool_render, measured, chunksize=1))
+        after = cpu_snapshot(kids, os.getpid(), None)
+        phase.other_cpu = cpu.foreign_cores()
+    phase.jobs = len(done)
+    phase.window_s = max(d[1] for d in done) - min(d[0] for d in done)
+    phase.render_ms = [d[2] for d in done]
+    phase.pids = len({d[4] for d in done})
+    phase.cpu_ms = {k: (after[k] - before[k]) * 1000 / len(done) for k in before}
+    phase.gaps_ms = gaps([(d[4], d[0], d[2]) for d in done])
+    return phase
+
+
+def run_stock_naive(args: argparse.Namespace, tmp: Path, server: RedisServer,
+                    measured: list[int]) -> Phase:
+    """Stock Celery (``_stock_celery.py``: one queue, default settings) with a plain task
+    that renders naively; the backlog is queued at once with ``.delay()``."""
+    from pdftasks.samples import sample_invoice
+
+    os.environ["BENCH_STOCK_BROKER_URL"] = server.url(1)
+    import _stock_celery as stock
+
+    c = args.concurrency
+    phase = Phase(f"naive: stock Celery task, -c {c}", processes=c)
+    hostname = f"bench-stock-naive-{os.getpid()}@localhost"
+    env = {k: v for k, v in os.environ.items() if k.startswith("PDFTASKS_")}
+    env.update(PDFTASKS_OUTPUT_DIR=str(tmp / "out-stock"), BENCH_STOCK_BROKER_URL=server.url(1),
+               PYTHONPATH=os.pathsep.join([str(BENCH_DIR),
+                                           *filter(None, [os.environ.get("PYTHONPATH")])]))
+    worker = WorkerProcess([sys.executable, "-m", "celery", "-A", "_stock_celery", "worker",
+                            "-c", str(c), "-n", hostname], env=env,
+                           log_path=tmp / "stock-worker.log", cwd=tmp)
+    held: list[Any] = []
+    try:
+        worker.start()
+        assert worker.proc is not None and server.proc is not None
+        cpu = CpuMonitor([worker.proc.pid, server.proc.pid])
+        cpu.start()
+        worker.wait_ready(celery_ping(stock.app, hostname), timeout=90)
+        warm = [stock.naive.delay(TEMPLATE, sample_invoice(900_000 + i), f"warm_{i}.pdf")
+                for i in range(2 * c)]
+        held += warm
+        wait_for_metas(stock.app, [r.id for r in warm], timeout=120, worker=worker,
+                       poll_s=0.05)
+        time.sleep(0.5)
+        kids = child_pids(worker.proc.pid)
+        before = cpu_snapshot(kids, worker.proc.pid, server.proc.pid)
+        backlog = [stock.naive.delay(TEMPLATE, sample_invoice(i), f"inv_{i:05d}.pdf")
+                   for i in measured]
+        held += backlog
+        log(f"stock naive: {len(backlog)} tasks queued")
+        metas = wait_for_metas(stock.app, [r.id for r in backlog], timeout=args.timeout,
+                               worker=worker)
+        after = cpu_snapshot(kids, worker.proc.pid, server.proc.pid)
+        phase.other_cpu = cpu.foreign_cores()
+    finally:
+        release_results(stock.app, held)
+        worker.stop()
+    ok = [m for m in metas if m and m.get("status") == "SUCCESS"]
+    phase.failed = len(measured) - len(ok)
+    if not ok:
+        raise RuntimeError(f"no naive task succeeded:\n{worker.log_tail()}")
+    results = [m["result"] for m in ok]
+    phase.jobs = len(ok)
+    phase.window_s = max(date_done_epoch(m) for m in ok) - min(r["started_at"] for r in results)
+    phase.render_ms = [r["duration_ms"] for r in results]
+    phase.pids = len({r["worker_pid"] for r in results})
+    phase.cpu_ms = {k: (after[k] - before[k]) * 1000 / len(ok) for k in before}
+    phase.gaps_ms = gaps([(r["worker_pid"], r["started_at"], r["duration_ms"]) for r in results])
+    return phase
+
+
 def gaps(jobs: list[tuple[int, float, float]]) -> list[float]:
     """(pid, start s, render ms) of every job -> next start - start - render, in ms."""
     out = []
@@ -217,7 +339,7 @@ class _ChildrenCpuMonitor(CpuMonitor):
 
 
 def run_pdftasks(args: argparse.Namespace, tmp: Path, server: RedisServer, measured: list[int],
-                 variant: str = "", concurrency: int = 0) -> Phase:
+                 variant: str = "", concurrency: int = 0, tree: str = "") -> Phase:
     from pdftasks import PDFQueueManager, RedisBackend
     from pdftasks.celery_app import app, queue_names
     from pdftasks.samples import sample_invoice
@@ -226,6 +348,8 @@ def run_pdftasks(args: argparse.Namespace, tmp: Path, server: RedisServer, measu
     c = concurrency or args.concurrency
     if concurrency:
         label = f"stock settings, {c} processes"
+    if tree:
+        label = f"the pdftasks of {tree}"
     phase = Phase(f"pdftasks worker -c {c} ({label})", processes=c)
     manager = PDFQueueManager(backend=RedisBackend(url=server.url(0)))
     warm_ids = manager.submit_batch(
@@ -243,6 +367,9 @@ def run_pdftasks(args: argparse.Namespace, tmp: Path, server: RedisServer, measu
                        "-l", "WARNING" if "warning-logs" in variant else "INFO"]
         worker.env.update(BENCH_VARIANT=variant, PYTHONPATH=os.pathsep.join(
             p for p in (str(BENCH_DIR), os.environ.get("PYTHONPATH", "")) if p))
+    if tree:  # another checkout's pdftasks (e.g. an older commit) for a same-run comparison
+        worker.env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (tree, os.environ.get("PYTHONPATH", "")) if p)
     trace_dir = tmp / f"trace-{len(os.listdir(tmp))}"
     if "trace" in variant:
         trace_dir.mkdir()
@@ -255,6 +382,8 @@ def run_pdftasks(args: argparse.Namespace, tmp: Path, server: RedisServer, measu
         worker.wait_ready(celery_ping(app, hostname), timeout=90)
         wait_for_metas(app, warm_ids, timeout=120, worker=worker, poll_s=0.05)
         time.sleep(0.5)  # let the last warm-up's ack and events settle: the worker is idle
+        if "events" not in variant.split(",") and not tree:
+            wait_task_events_off(worker, variant)
         kids = child_pids(worker.proc.pid)
         before = cpu_snapshot(kids, worker.proc.pid, server.proc.pid)
         # The whole backlog appears at once: submit_batch publishes in one Redis pipeline
@@ -286,6 +415,24 @@ def run_pdftasks(args: argparse.Namespace, tmp: Path, server: RedisServer, measu
     return phase
 
 
+def wait_task_events_off(worker: Any, variant: str) -> None:
+    """Wait until a new worker stopped sending task events (``PDFTASKS_TASK_EVENTS``
+    on-demand, the default: on for the first ``TASK_EVENTS_LEASE_S`` of a worker, then only
+    while a monitor asks; none runs here), so the phase measures a worker in its steady
+    state: until it logs so (at INFO), or one lease (``warning-logs`` variant)."""
+    from pdftasks.contrib.monitoring import TASK_EVENTS_LEASE_S
+
+    log("waiting for the worker's task events to go off (no monitor asks for them)")
+    if "warning-logs" in variant:
+        time.sleep(TASK_EVENTS_LEASE_S + 1.0)
+        return
+    deadline = time.monotonic() + TASK_EVENTS_LEASE_S + 30.0
+    while "task events off" not in worker.log_path.read_text(errors="replace"):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the worker still sends task events:\n{worker.log_tail()}")
+        time.sleep(0.2)
+
+
 #: ``--variant trace``: the steps between two renders of one process, in order.
 TRACE_STEPS = [
     ("render end -> on_success", "render_end", "on_success",
@@ -293,24 +440,42 @@ TRACE_STEPS = [
     ("on_success: COMPLETED", "on_success", "emit", "job record transition (Lua)"),
     ("on_success: event + hooks", "emit", "on_success_end",
      "PUBLISH, metrics counters, log line, webhooks"),
-    ("on_success end -> next job", "on_success_end", "next:prerun",
-     "pool result -> main process: ack, task events, next message, hand-over"),
+    ("on_success end -> postrun", "on_success_end", "postrun",
+     "Celery's success log line, after_return, task_postrun receivers"),
+    ("postrun -> main has result", "postrun", "m_result",
+     "the pool process returns; its result crosses the pipe to the main process"),
+    ("main: ack + events", "m_result", "m_result_end",
+     "the main process acknowledges the message, sends task-succeeded"),
+    ("main: wait for next message", "m_result_end", "next:m_received",
+     "QoS lets the channel read again: BRPOP, unacked bookkeeping, decode"),
+    ("main: take next message in", "next:m_received", "next:m_dispatched",
+     "guard checks, Celery request, task-received event, log line, hand-over to the pool"),
+    ("pool process picks it up", "next:m_dispatched", "next:prerun",
+     "the pipe to the pool process, task-started event"),
     ("next job -> its render", "next:prerun", "next:render_start",
      "STARTED write, attempt count, PROCESSING transition, task setup"),
 ]
 
 
+#: ``--variant trace``: extra row of the split, Redis round trips per job (not ms).
+TRIPS_POOL = "Redis round trips, pool process"
+
+
 def trace_split(trace_dir: Path, measured: set[str]) -> dict[str, list[float]]:
-    """Per step, ms per job, from the trace files of the pool processes."""
+    """Per step, ms per job, from the trace files of the worker's processes; and the Redis
+    round trips per job of a pool process (prerun to the next job's prerun)."""
     steps: dict[str, dict[str, float]] = {}
+    trips: dict[str, int] = {}
     order: dict[str, list[str]] = {}
     for path in trace_dir.glob("trace-*.log"):
         for line in path.read_text().splitlines():
-            stamp, step, task_id = line.split()
+            stamp, step, task_id, count = [*line.split(), "0"][:4]
             steps.setdefault(task_id, {})[step] = float(stamp)
             if step == "prerun":
                 order.setdefault(path.name, []).append(task_id)
+                trips[task_id] = int(count)
     out: dict[str, list[float]] = {name: [] for name, *_ in TRACE_STEPS}
+    out[TRIPS_POOL] = []
     for ids in order.values():
         ids.sort(key=lambda t: steps[t]["prerun"])
         for a, b in zip(ids, ids[1:], strict=False):
@@ -321,6 +486,7 @@ def trace_split(trace_dir: Path, measured: set[str]) -> dict[str, list[float]]:
             for name, start, end, _ in TRACE_STEPS:
                 if start in here and end in here:
                     out[name].append((here[end] - here[start]) * 1000)
+            out[TRIPS_POOL].append(trips[b] - trips[a])
     return out
 
 
@@ -398,6 +564,9 @@ def report(args: argparse.Namespace, phases: list[Phase], seconds: float) -> boo
         split_rows.append(["total", f"{percentile(total, 50):.2f}",
                            f"{percentile(total, 90):.2f}"])
         print_table(["step", "p50", "p90"], split_rows)
+        if p.split_ms.get(TRIPS_POOL):
+            pool = percentile(p.split_ms[TRIPS_POOL], 50)
+            print(f"  Redis round trips per job of a pool process: {pool:.0f} (median)")
         for name, _, _, what in TRACE_STEPS:
             print(f"  {name}: {what}")
         print()
@@ -407,6 +576,12 @@ def report(args: argparse.Namespace, phases: list[Phase], seconds: float) -> boo
                 f"{r:.1%}" for r in p.round_ratios) for p in phases[1:]))
     print(f"pdftasks / direct pool = {ratio:.1%} (median of {len(ours.round_ratios)} rounds; "
           f"target >= {TARGET_RATIO:.0%}: {'met' if met else 'NOT met'})")
+    for p in phases:
+        if p.name.startswith("naive"):
+            ahead = statistics.median(o / n for o, n in zip(ours.round_ratios, p.round_ratios,
+                                                            strict=True))
+            print(f"pdftasks / {p.name} = {ahead:.2f}x (median of the rounds' PDFs/s ratios; "
+                  f"{'ahead' if ahead > 1 else 'NOT ahead'})")
     direct = phases[0]
     print(f"at equal render speed (busy share / the pool's): {ours.busy / direct.busy:.1%}; "
           "steadier than PDFs/s when the machine's speed drifts between phases")
@@ -437,6 +612,11 @@ def main(argv: list[str] | None = None) -> int:
                              "warning-logs, trace; comma-combined)")
     parser.add_argument("--also-concurrency", type=int, default=0,
                         help="also run stock pdftasks with this many processes (0 = no)")
+    parser.add_argument("--also-tree", default="", metavar="PATH",
+                        help="also run the pdftasks worker of another checkout (its root on "
+                             "PYTHONPATH), e.g. the commit before a change")
+    parser.add_argument("--no-naive", action="store_true",
+                        help="leave out the two naive rows (stock Celery task, process pool)")
     parser.add_argument("--timeout", type=float, default=300.0,
                         help="longest wait for the pdftasks backlog, in seconds")
     parser.add_argument("--check", action="store_true", help="exit 1 if the target is missed")
@@ -458,8 +638,15 @@ def main(argv: list[str] | None = None) -> int:
             setups: list[tuple[str, Any]] = [
                 ("direct", lambda jobs: run_direct(args, tmp, jobs)),
                 ("pdftasks", lambda jobs: run_pdftasks(args, tmp, server, jobs))]
+            if not args.no_naive:
+                setups += [("stock Celery, naive", lambda jobs: run_stock_naive(
+                                args, tmp, server, jobs)),
+                           ("naive pool", lambda jobs: run_naive_pool(args, tmp, jobs))]
             setups += [(v, lambda jobs, v=v: run_pdftasks(args, tmp, server, jobs, v))
                        for v in args.variant]
+            if args.also_tree:
+                setups.append(("tree", lambda jobs: run_pdftasks(
+                    args, tmp, server, jobs, tree=args.also_tree)))
             if args.also_concurrency:
                 setups.append((f"-c {args.also_concurrency}", lambda jobs: run_pdftasks(
                     args, tmp, server, jobs, concurrency=args.also_concurrency)))

@@ -4,7 +4,8 @@ A real ``pdftasks worker`` and a real event receiver on the test Redis: a new wo
 task events for its first lease (a monitor already running sees its first jobs), none once
 no monitor asked for them within the lease, and again as soon as a monitor sends
 ``enable_events`` (what Flower does every 5 s; ``test_flower.py`` runs Flower itself).
-``always`` keeps Celery's behaviour. Also: results and job records are still right.
+``always`` keeps Celery's behaviour. Also: results and job records are still right, and
+Celery's two INFO lines per job are not written (pdftasks' own line is).
 """
 
 from __future__ import annotations
@@ -109,6 +110,10 @@ def test_task_events_follow_monitors(start_worker, listener: Listener) -> None:
     for job_id in (first, quiet, loud):
         job = job_store(get_app()).get(job_id)
         assert job is not None and job.status.value == "completed" and job.attempts == 1
+    # And the worker logged one pdftasks line per job at INFO, not Celery's two
+    log = worker.log
+    assert log.count("rendered events") == 3
+    assert f"[{quiet}] received" not in log and f"[{quiet}] succeeded" not in log
 
 
 def test_task_events_always(start_worker, listener: Listener) -> None:

@@ -287,3 +287,35 @@ def test_a_part_that_fails_for_a_passing_reason_is_retried_alone(make_manager, s
     assert [p.retry_count for p in parts] == [0, 1, 0]
     assert [p.attempts for p in parts] == [1, 2, 1]
     assert len([ln for ln in body(page_lines(Path(job.result_path))) if ROW.match(ln)]) == 120
+
+
+def test_document_options_apply_to_the_merged_pdf(make_manager, start_worker, output_dir,
+                                                  tmp_path) -> None:
+    # Given a split report with a title, a watermark and encryption
+    start_worker(concurrency=2)
+    manager = make_manager(start=False, output_dir=output_dir)
+    job_id = manager.submit_job("report.html", report(120), "options.pdf", options={
+        "split": {"key": "rows", "size": 40},
+        "metadata": {"title": "Split with options", "author": "Finance"},
+        "watermark": {"text": "DRAFT"},
+        "encrypt": {"user_password": "open-sesame", "owner_password": "owner-secret"}})
+    job = manager.wait_for_job(job_id, timeout=120)
+    assert job.parts_total == 3 and "open-sesame" not in json.dumps(job.options)
+    # Then the merged PDF has them all: title, a watermark and a page number on every page
+    path = Path(job.result_path)
+    with pytest.raises(pikepdf.PasswordError):
+        pikepdf.open(path)
+    with pikepdf.open(path, password="open-sesame") as pdf:
+        assert pdf.is_encrypted
+        assert str(pdf.docinfo["/Title"]) == "Split with options"
+        assert str(pdf.docinfo["/Author"]) == "Finance"
+        clear = tmp_path / "clear.pdf"
+        pdf.save(clear)
+    pages = page_lines(clear)
+    for number, lines in enumerate(pages, start=1):
+        text = " ".join(lines)
+        assert "DRAFT" in text and f"Page {number} of {len(pages)}" in text
+    # A whole-document option cannot be combined with split: refused at submit
+    with pytest.raises(InvalidOptionsError, match="pdf_variant"):
+        manager.submit_job("report.html", report(120), "a.pdf", options={
+            "split": {"key": "rows", "size": 40}, "pdf_variant": "pdf/a-3b"})

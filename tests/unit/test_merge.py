@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from types import SimpleNamespace
 
 import pikepdf
 import pytest
@@ -112,9 +113,13 @@ def test_bad_split_options_name_the_field(raw) -> None:
 
 
 def test_split_cannot_be_combined_with_whole_document_options() -> None:
-    opts = parse_options({"split": {"key": "rows", "size": 5}, "pdf_variant": "pdf/a-3b"})
+    for other in ({"pdf_variant": "pdf/a-3b"}, {"einvoice": {"profile": "en16931"}}):
+        with pytest.raises(InvalidOptionsError, match="combined with split"):
+            parse_options({"split": {"key": "rows", "size": 5}, **other})
+    # check_split refuses them too (options built without the model's checks)
+    built = SimpleNamespace(split=SplitOptions(key="rows", size=5), pdf_variant="pdf/a-3b")
     with pytest.raises(InvalidOptionsError, match="options.pdf_variant"):
-        check_split(opts, {"rows": [1]})
+        check_split(built, {"rows": [1]})
     assert check_split(parse_options({"split": {"key": "rows", "size": 5}}), {"rows": [1]}) \
         == [1]
     assert check_split(None, {}) is None

@@ -126,6 +126,11 @@ def test_split_report_reads_like_the_same_rows_rendered_in_one_document(
     assert [p.status for p in parts] == [JobStatus.COMPLETED] * 4
     assert {p.parent_id for p in parts} == {job_id}
     assert sum(p.pages for p in parts) == job.pages
+    # The parent's Celery result is the merged PDF's, as a single job's would be
+    from celery.result import AsyncResult
+
+    result = AsyncResult(job_id, app=manager.app).get(timeout=10)
+    assert (result["path"], result["pages"], result["parts"]) == (job.result_path, job.pages, 4)
 
 
 def test_a_list_no_longer_than_size_is_one_ordinary_job(make_manager, start_worker,

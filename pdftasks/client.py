@@ -309,7 +309,7 @@ class PDFQueueManager:
         """
         if not self.store.transition(job_id, JobStatus.CANCELLED,
                                      (JobStatus.PENDING, JobStatus.RETRYING),
-                                     completed_at=_now()):
+                                     completed_at=_now()) and not self._cancel_split(job_id):
             return False
         if not self.settings.is_sqs:  # SQS has no broadcast: the worker's check suffices
             with contextlib.suppress(Exception):
@@ -317,6 +317,18 @@ class PDFQueueManager:
         with contextlib.suppress(Exception):
             self.store.publish({"event": "cancelled", "job_id": job_id, "error": None,
                                 "ts": time.time()})
+        return True
+
+    def _cancel_split(self, job_id: str) -> bool:
+        """A split job rendering its parts (PROCESSING, ``parts_total`` set) is cancelled too,
+        with its parts: those not started never render, running ones drop their files."""
+        from pdftasks.worker.split import cancel_parts
+
+        job = self.store.get(job_id)
+        if job is None or not job.parts_total or not self.store.transition(
+                job_id, JobStatus.CANCELLED, (JobStatus.PROCESSING,), completed_at=_now()):
+            return False
+        cancel_parts(self.app, job_id, job.parts_total, job.metadata)
         return True
 
     def retry_job(self, job_id: str) -> bool:
@@ -332,7 +344,8 @@ class PDFQueueManager:
         check_broker(self.app)
         if not self.store.transition(
                 job_id, JobStatus.PENDING, (JobStatus.FAILED, JobStatus.CANCELLED),
-                error=None, started_at=None, completed_at=None, retry_count=0, attempts=0):
+                error=None, started_at=None, completed_at=None, retry_count=0, attempts=0,
+                parts_total=None, parts_done=0):
             return False
         try:
             self.task.apply_async(kwargs=_task_kwargs(job), task_id=job_id,

@@ -65,6 +65,11 @@ TENANT_KEY = "tenant"
 _TIMES = ("created_at", "started_at", "completed_at")
 
 
+def part_job_id(parent_id: str, index: int) -> str:
+    """The job id of part ``index`` (0-based) of the split job ``parent_id``."""
+    return f"{parent_id}.part{index + 1:04d}"
+
+
 def _ts(value: dt.datetime | None) -> float | None:
     return value.timestamp() if value else None
 
@@ -102,6 +107,12 @@ class Job:
     attempts: int = 0
     #: The job's options (``pdftasks.options``), secrets redacted.
     options: dict[str, Any] = field(default_factory=dict)
+    #: A split job (``options.split``): how many parts it was cut into (None: not cut), and
+    #: how many of them are rendered.
+    parts_total: int | None = None
+    parts_done: int = 0
+    #: A part of a split job: the parent job's id.
+    parent_id: str | None = None
 
     @property
     def duration_s(self) -> float | None:
@@ -144,4 +155,7 @@ class Job:
             pages=int(rec["pages"]) if rec.get("pages") else None,
             attempts=int(rec.get("attempts") or 0),
             options=json.loads(rec.get("options") or "{}"),
+            parts_total=int(rec["parts_total"]) if rec.get("parts_total") else None,
+            parts_done=int(rec.get("parts_done") or 0),
+            parent_id=opt("parent_id"),
         )

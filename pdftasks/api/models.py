@@ -139,6 +139,11 @@ class JobDocument(BaseModel):
     metadata: dict[str, Any]
     options: dict[str, Any] = Field(
         default_factory=dict, description="The job's options, secrets shown as \"***\".")
+    parts_total: int | None = Field(
+        None, description="A split job (`options.split`): how many parts it was cut into "
+                          "(null: not cut); COMPLETED once they are merged.")
+    parts_done: int | None = Field(
+        None, description="A split job: how many of its parts are rendered.")
     download_url: str | None
 
 
@@ -211,6 +216,8 @@ def _document(state: ApiState, job: Any) -> dict[str, Any]:
     """The job's status document as a client sees it: an ``error`` the worker recorded
     says what went wrong without naming the server's paths."""
     doc = job_document(job, BASE_PATH)
+    if getattr(job, "parts_total", None):
+        doc.update(parts_total=job.parts_total, parts_done=job.parts_done)
     if doc.get("error"):
         doc["error"] = redact_paths(str(doc["error"]), state.settings)
     return doc

@@ -8,9 +8,10 @@ import contextlib
 import gc
 import logging
 import os
+import re
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,13 @@ from typing import Any
 import jinja2
 from jinja2.exceptions import SecurityError
 
+from pdftasks.documents.pipeline import set_metadata
+from pdftasks.documents.sign import SigningProfile
 from pdftasks.errors import (
+    DataTypeError,
+    DocumentOptionError,
+    InvalidJobError,
+    InvalidOptionsError,
     MissingVariableError,
     PdfTasksError,
     RenderError,
@@ -29,6 +36,8 @@ from pdftasks.errors import (
     UnsafeResourceError,
 )
 from pdftasks.limits import MAX_DATA_BYTES, DataLimits, check_data
+from pdftasks.options import JobOptions, has_document_options
+from pdftasks.options.document import DocumentMetadata
 from pdftasks.render.fetcher import _make_fetcher, enable_stylesheet_cache
 from pdftasks.render.sandbox import ConfinedLoader, LimitedSandbox, resolve_inside
 from pdftasks.settings import Settings, get_settings
@@ -37,6 +46,89 @@ from pdftasks.storage import check_output_filename, make_storage
 log = logging.getLogger(__name__)
 
 _WARMUP_HTML = "<html><body><p>pdftasks warm-up 0123456789</p></body></html>"
+
+
+class _ProgressAtDebug(logging.Filter):
+    """WeasyPrint's ``Step 1 - Fetching and parsing HTML`` … lines as DEBUG records, passed on
+    to the root logger's handlers only while DEBUG is on there."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        logging.getLogger(PROGRESS_LOGGER).propagate = \
+            logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
+
+
+#: The logger WeasyPrint writes its per-render steps to, at INFO (about 7 lines a PDF).
+PROGRESS_LOGGER = "weasyprint.progress"
+
+
+def quiet_progress_log() -> None:
+    """Log WeasyPrint's per-render steps at DEBUG instead of INFO (in worker processes: the
+    render service with ``cache_stylesheets``). Handlers attached to ``weasyprint.progress``
+    itself (page progress) still receive every record."""
+    progress = logging.getLogger(PROGRESS_LOGGER)
+    if not any(isinstance(f, _ProgressAtDebug) for f in progress.filters):
+        progress.addFilter(_ProgressAtDebug())
+
+
+#: Jinja's message for an attribute looked up on a value: ``'str object' has no attribute 'x'``.
+_NO_ATTRIBUTE = re.compile(
+    r"^'(?P<type>[\w.]+)(?: object)?' has no attribute '(?P<name>[^']*)'")
+
+
+def _undefined_error(template: str, exc: jinja2.UndefinedError) -> InvalidJobError:
+    """A missing key or variable is a MissingVariableError; an attribute looked up on a
+    string, number or list means the data has the wrong type there (DataTypeError)."""
+    message = exc.message or str(exc)
+    found = _NO_ATTRIBUTE.match(message)
+    if found and found["type"] not in ("dict", "jinja2.utils.Namespace", "Namespace"):
+        kind = "null" if found["type"] == "None" else f"a {found['type']}"
+        return DataTypeError(
+            f"Template {template!r} expects an object with {found['name']!r} but the data "
+            f"has {kind} there (wrong data type, not a missing value): {message}")
+    return MissingVariableError(
+        f"Template {template!r} uses a variable the data does not provide: {message}")
+
+
+def check_document_inputs(options: JobOptions | None, data: Mapping[str, Any],
+                          templates_dir: Path,
+                          check_template: Callable[[object, object], None] | None,
+                          limits: DataLimits | int) -> None:
+    """Submit-time checks of the document options against the data and the templates (the
+    worker checks again): an invoice the data cannot make (``EInvoiceDataError``), an
+    attachment file or merge template that is not in the templates directory, merge data
+    over the limits. ``check_template(name, css_file)`` checks a merge template where the
+    templates are (the render service compiles it; the API only looks for the file); None
+    checks the names only.
+    """
+    if options is None or not has_document_options(options):
+        return
+    from pdftasks.documents.invoice import read_invoice
+    from pdftasks.documents.pipeline import prepare
+
+    try:
+        prepare(options, data)
+    except DocumentOptionError:  # no `documents` extra here: the workers check the XSD
+        if options.einvoice is not None:
+            read_invoice(data, options.einvoice.profile)
+    present = templates_dir.is_dir()
+    for i, att in enumerate(options.attachments or ()):
+        if att.path is not None:
+            where = f"options.attachments[{i}].path"
+            path = resolve_inside(templates_dir, att.path, where)
+            if present and not path.is_file():
+                raise InvalidOptionsError(f"{where}: {att.path!r} is not a file in the "
+                                          "templates directory")
+    for i, part in enumerate(options.merge or ()):
+        if part.template is None:
+            continue
+        if present and check_template is not None:
+            check_template(part.template, part.css_file)
+        else:
+            resolve_inside(templates_dir, part.template, f"options.merge[{i}].template")
+        if part.data is not None:
+            check_data(part.data, limits)
 
 
 @dataclass(frozen=True)
@@ -156,6 +248,7 @@ class PDFService:
         with self._lock:
             if not self._stylesheets_ready:
                 enable_stylesheet_cache(self._fetcher)
+                quiet_progress_log()
                 self._stylesheets_ready = True
 
     # Checks usable at submit time, without rendering.
@@ -167,6 +260,13 @@ class PDFService:
         check_output_filename(output_filename)
         if data is not None:
             check_data(data, self.config.data_limits or self.config.max_data_bytes)
+
+    def check_options(self, options: JobOptions | None, data: Mapping[str, Any]) -> None:
+        """Raise a typed ``InvalidJobError`` if the document options cannot succeed with
+        this data and these templates (``check_document_inputs``; merge templates are
+        compiled)."""
+        check_document_inputs(options, data, self.templates_dir, self.check_template,
+                              self.config.data_limits or self.config.max_data_bytes)
 
     def check_template(self, template: object, css_file: object = None) -> None:
         """The template exists inside the templates directory and compiles; so does the CSS."""
@@ -200,15 +300,19 @@ class PDFService:
                 f"Template syntax error in {exc.name or template!r} line {exc.lineno}: "
                 f"{exc.message}") from exc
         except jinja2.UndefinedError as exc:
-            raise MissingVariableError(
-                f"Template {template!r} uses a variable the data does not provide: "
-                f"{exc.message}") from exc
+            raise _undefined_error(template, exc) from exc
         except SecurityError as exc:
             raise TemplateSecurityError(f"Template {template!r} is unsafe: {exc}") from exc
         except MemoryError as exc:
             raise RenderMemoryError(f"Template {template!r} exceeded the memory limit") from exc
         except self._passthrough():
             raise
+        except TypeError as exc:
+            # Jinja runs the data through Python operators: `'abc' * 1.5`, iterating a
+            # number, calling a string. The template compiled, so the data's types are wrong.
+            raise DataTypeError(
+                f"Template {template!r} cannot use the data: a value has the wrong type "
+                f"({exc})") from exc
         except Exception as exc:
             raise RenderError(
                 f"Template {template!r} failed: {type(exc).__name__}: {exc}") from exc
@@ -218,12 +322,14 @@ class PDFService:
         with self._template_errors(template):
             return self.env.get_template(template)
 
-    def render_html(self, template: str, data: Mapping[str, Any]) -> str:
-        """Render the Jinja template to HTML (sandboxed, autoescaped, strict undefined)."""
+    def render_html(self, template: str, data: Mapping[str, Any],
+                    context: Mapping[str, Any] | None = None) -> str:
+        """Render the Jinja template to HTML (sandboxed, autoescaped, strict undefined).
+        ``context``: variables set by pdftasks on top of the data (a split job's ``part``)."""
         resolve_inside(self.templates_dir, template, "template")
         compiled = self._compile(template)
         with self._template_errors(template):
-            return compiled.render(**data)
+            return compiled.render(**data, **context) if context else compiled.render(**data)
 
     def _stylesheet(self, css_file: str) -> Any:
         from weasyprint import CSS
@@ -238,8 +344,12 @@ class PDFService:
             self._css_cache[key] = sheet
         return sheet
 
-    def html_to_pdf(self, html: str, css_file: str | None = None) -> tuple[bytes, int]:
-        """Lay out ``html`` (base URL = templates dir) and return (pdf bytes, page count)."""
+    def html_to_pdf(self, html: str, css_file: str | None = None, *,
+                    write_options: Mapping[str, Any] | None = None,
+                    metadata: DocumentMetadata | None = None) -> tuple[bytes, int]:
+        """Lay out ``html`` (base URL = templates dir) and return (pdf bytes, page count).
+        ``write_options`` go to WeasyPrint's ``write_pdf`` (``pdf_variant``); ``metadata``
+        overrides the template's title, author … (the ``metadata`` job option)."""
         from weasyprint import HTML
 
         if not self._stylesheets_ready:
@@ -251,7 +361,9 @@ class PDFService:
                 stylesheets=stylesheets, font_config=self.font_config,
                 cache=self._image_cache)
             self._local_links(document)
-            pdf = document.write_pdf()
+            if metadata is not None:
+                set_metadata(document, metadata)
+            pdf = document.write_pdf(**(write_options or {}))
         except self._fetcher.denied as exc:
             raise UnsafeResourceError(str(exc)) from exc
         except MemoryError as exc:
@@ -280,23 +392,101 @@ class PDFService:
             page.links[:] = links
 
     def render_pdf(self, template: str, data: Mapping[str, Any],
-                   css_file: str | None = None) -> tuple[bytes, int]:
-        """Template + data -> (pdf bytes, page count), without writing anything."""
+                   css_file: str | None = None,
+                   context: Mapping[str, Any] | None = None) -> tuple[bytes, int]:
+        """Template + data (+ ``context``, as in ``render_html``) -> (pdf bytes, page count),
+        without writing anything."""
         if css_file is not None:
             self._css_path(css_file)
-        return self.html_to_pdf(self.render_html(template, data), css_file)
+        return self.html_to_pdf(self.render_html(template, data, context), css_file)
 
     def generate_pdf(self, template: str, data: Mapping[str, Any], output_filename: str,
-                     css_file: str | None = None, key: str | None = None) -> RenderResult:
+                     css_file: str | None = None, key: str | None = None,
+                     options: JobOptions | None = None,
+                     context: Mapping[str, Any] | None = None,
+                     job_pdf: Callable[[str], bytes] | None = None) -> RenderResult:
         """Render and write the PDF atomically to the storage (the output directory, or S3
         with ``storage``) as ``key`` (default: ``output_filename`` at the top of the storage;
-        jobs pass their server-chosen key); ``path`` is the file's path or ``s3://`` URI."""
+        jobs pass their server-chosen key); ``path`` is the file's path or ``s3://`` URI.
+        ``options``: the job's document options (``pdftasks.options``), applied to the
+        rendered PDF. ``context``: variables set by pdftasks on top of the data (a split
+        job's ``part``). ``job_pdf``: the bytes of an earlier completed job of the same
+        tenant, for ``merge`` parts naming a ``job_id`` (the worker gives it)."""
         started = time.perf_counter()
         self.check_job(template, output_filename, css_file, data)
-        pdf, pages = self.render_pdf(template, data, css_file)
+        if options is not None and has_document_options(options):
+            pdf, pages = self.render_document(template, data, css_file, options, context,
+                                              job_pdf=job_pdf)
+        else:
+            pdf, pages = self.render_pdf(template, data, css_file, context)
         path = self.storage.write(key or output_filename, pdf)
         return RenderResult(path=str(path), pages=pages, bytes=len(pdf),
                             duration_ms=round((time.perf_counter() - started) * 1000, 1))
+
+    def render_document(self, template: str, data: Mapping[str, Any], css_file: str | None,
+                        options: JobOptions, context: Mapping[str, Any] | None = None, *,
+                        job_pdf: Callable[[str], bytes] | None = None) -> tuple[bytes, int]:
+        """Render with the document options (``pdftasks.documents.pipeline``: metadata,
+        variant, merge, watermark, attachments, e-invoice, encryption, signature) ->
+        (pdf bytes, page count)."""
+        from pdftasks.documents import pipeline
+
+        invoice_xml = pipeline.prepare(options, data)  # bad invoice data fails before layout
+        write_options = pipeline.write_options(options)
+        if css_file is not None:
+            self._css_path(css_file)
+        pdf, pages = self.html_to_pdf(self.render_html(template, data, context), css_file,
+                                      write_options=write_options, metadata=options.metadata)
+
+        def render_part(part: str, part_data: Mapping[str, Any], part_css: str | None) -> bytes:
+            self.check_template(part, part_css)
+            check_data(part_data, self.config.data_limits or self.config.max_data_bytes)
+            return self.html_to_pdf(self.render_html(part, part_data), part_css,
+                                    write_options=write_options)[0]
+
+        ctx = pipeline.DocumentContext(
+            render_part=render_part,
+            resolve=lambda name, kind: resolve_inside(self.templates_dir, name, kind),
+            job_pdf=job_pdf, signing=SigningProfile.from_settings(self.config.settings),
+            font_config=self.font_config)
+        try:
+            return pipeline.finish(pdf, pages, options, data, ctx, invoice_xml)
+        except self._passthrough():
+            raise
+        except Exception as exc:
+            raise RenderError(f"Applying the document options failed: "
+                              f"{type(exc).__name__}: {exc}") from exc
+
+    def finish_document(self, pdf: bytes, pages: int, options: JobOptions,
+                        data: Mapping[str, Any], *,
+                        job_pdf: Callable[[str], bytes] | None = None) -> tuple[bytes, int]:
+        """Apply the document options after the layout to a PDF made elsewhere (a split
+        job's merged parts, ``pdftasks.worker.split``) -> (pdf bytes, page count)."""
+        from pdftasks.documents import pipeline
+
+        if not has_document_options(options):
+            return pdf, pages
+        write_options = pipeline.write_options(options)
+
+        def render_part(part: str, part_data: Mapping[str, Any], part_css: str | None) -> bytes:
+            self.check_template(part, part_css)
+            check_data(part_data, self.config.data_limits or self.config.max_data_bytes)
+            return self.html_to_pdf(self.render_html(part, part_data), part_css,
+                                    write_options=write_options)[0]
+
+        ctx = pipeline.DocumentContext(
+            render_part=render_part,
+            resolve=lambda name, kind: resolve_inside(self.templates_dir, name, kind),
+            job_pdf=job_pdf, signing=SigningProfile.from_settings(self.config.settings),
+            font_config=self.font_config)
+        try:
+            return pipeline.finish(pdf, pages, options, data, ctx,
+                                   pipeline.prepare(options, data))
+        except self._passthrough():
+            raise
+        except Exception as exc:
+            raise RenderError(f"Applying the document options failed: "
+                              f"{type(exc).__name__}: {exc}") from exc
 
     def cleanup_old_files(self, days: float) -> int:
         """Delete PDFs older than ``days`` from the storage; return how many."""

@@ -4,6 +4,7 @@ transitions in Lua, events on pub/sub."""
 from __future__ import annotations
 
 import builtins
+import contextlib
 import json
 import threading
 import time
@@ -13,7 +14,14 @@ from typing import Any
 from pdftasks.errors import BrokerUnavailableError
 from pdftasks.models import Job, JobPriority, JobStatus
 from pdftasks.settings import JOB_RETENTION_S
-from pdftasks.stores.base import MAX_DEAD_LETTERS, JobStore, _encode, dead_letter_entry
+from pdftasks.stores.base import (
+    MAX_DEAD_LETTERS,
+    Counters,
+    JobStore,
+    ResultWrites,
+    _encode,
+    dead_letter_entry,
+)
 
 _TRANSITION = """
 local job = KEYS[1]
@@ -32,6 +40,87 @@ for i = 5, #ARGV, 2 do redis.call('HSET', job, ARGV[i], ARGV[i + 1]) end
 return 1
 """
 
+# begin() and finish(): the record change, its event and Celery's result writes in one
+# round trip. Shared parts: move() is _TRANSITION; put() writes a result as Celery's Redis
+# backend does (SET with expiry, PUBLISH on the key for AsyncResult.get()) and, like it,
+# never over a stored SUCCESS.
+_MOVE_AND_PUT = """
+local function move(job, ns, id, to, allowed, first, last)
+  local cur = redis.call('HGET', job, 'status')
+  if not cur then return 0 end
+  local ok = false
+  for s in string.gmatch(allowed, '[^,]+') do if s == cur then ok = true end end
+  if not ok then return 0 end
+  local prio = redis.call('HGET', job, 'priority')
+  local created = redis.call('HGET', job, 'created_at')
+  redis.call('ZREM', ns .. ':idx:' .. cur .. ':' .. prio, id)
+  redis.call('ZADD', ns .. ':idx:' .. to .. ':' .. prio, created, id)
+  redis.call('HSET', job, 'status', to)
+  for i = first, last, 2 do redis.call('HSET', job, ARGV[i], ARGV[i + 1]) end
+  return 1
+end
+local function put(key, value, ttl)
+  local cur = redis.call('GET', key)
+  if cur then
+    -- Celery's meta starts with its status; decode only what does not
+    local head = string.sub(cur, 1, 20)
+    if head == '{"status": "SUCCESS"' then return end
+    if string.sub(head, 1, 12) ~= '{"status": "' then
+      local ok, meta = pcall(cjson.decode, cur)
+      if ok and type(meta) == 'table' and meta['status'] == 'SUCCESS' then return end
+    end
+  end
+  if tonumber(ttl) > 0 then redis.call('SET', key, value, 'EX', ttl)
+  else redis.call('SET', key, value) end
+  redis.call('PUBLISH', key, value)
+end
+local function put_all(from)
+  for i = 2, #KEYS do put(KEYS[i], ARGV[from + 2 * (i - 2)], ARGV[from + 2 * (i - 2) + 1]) end
+end
+"""
+
+# KEYS: job, result keys. ARGV: ns, id, retries, max redeliveries, allowed, to, n (fields
+# and values), fields and values, then (meta, ttl) per result key.
+_BEGIN = _MOVE_AND_PUT + """
+local job = KEYS[1]
+if redis.call('EXISTS', job) == 0 then return {0, 0} end
+local attempts = redis.call('HINCRBY', job, 'attempts', 1)
+if attempts - tonumber(ARGV[3]) - 1 > tonumber(ARGV[4]) then return {attempts, 0} end
+local n = tonumber(ARGV[7])
+local moved = move(job, ARGV[1], ARGV[2], ARGV[6], ARGV[5], 8, 7 + n)
+if moved == 1 then put_all(8 + n) end
+return {attempts, moved}
+"""
+
+# KEYS: job, result keys. ARGV: ns, id, to, allowed, n, fields and values, event channel,
+# event ('' = none), c (counters x 3), counters (hash, field, amount), then (meta, ttl) per
+# result key. Returns {moved, the record after the move (flat), if moved}.
+_FINISH = _MOVE_AND_PUT + """
+local n = tonumber(ARGV[5])
+local moved = move(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], 6, 5 + n)
+local c = tonumber(ARGV[8 + n])
+if moved == 1 then
+  if ARGV[7 + n] ~= '' then redis.call('PUBLISH', ARGV[6 + n], ARGV[7 + n]) end
+  for i = 9 + n, 8 + n + c, 3 do
+    local by = string.find(ARGV[i + 2], '[.eE]') and 'HINCRBYFLOAT' or 'HINCRBY'
+    redis.call(by, ARGV[i], ARGV[i + 1], ARGV[i + 2])
+  end
+end
+put_all(9 + n + c)
+if moved == 1 then return {1, redis.call('HGETALL', KEYS[1])} end
+return {0, {}}
+"""
+
+_PART_DONE = """
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+local n = redis.call('SCARD', KEYS[2])
+if redis.call('HGET', KEYS[1], 'status') == 'processing' then
+  redis.call('HSET', KEYS[1], 'parts_done', n)
+end
+return n
+"""
+
 
 class RedisJobStore(JobStore):
     """Jobs as Redis hashes ``{ns}:job:{id}``; sorted sets ``{ns}:idx:{status}:{priority}``."""
@@ -45,6 +134,12 @@ class RedisJobStore(JobStore):
         self.client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=10,
                                            socket_connect_timeout=5, health_check_interval=25)
         self._transition = self.client.register_script(_TRANSITION)
+        self._part_done = self.client.register_script(_PART_DONE)
+        self._begin = self.client.register_script(_BEGIN)
+        self._finish = self.client.register_script(_FINISH)
+        #: (job id, record) as the last finish() left it, and the one get() may answer with.
+        self._last: tuple[str, dict[str, str]] | None = None
+        self._remember: tuple[str, dict[str, str]] | None = None
 
     def _key(self, job_id: str) -> str:
         return f"{self.namespace}:job:{job_id}"
@@ -67,6 +162,9 @@ class RedisJobStore(JobStore):
             pipe.execute()
 
     def get(self, job_id: str) -> Job | None:
+        remembered = self._remember
+        if remembered is not None and remembered[0] == job_id:
+            return Job.from_record(remembered[1])
         with self._guard():
             rec = self.client.hgetall(self._key(job_id))
         return Job.from_record(rec) if rec.get("status") else None  # type: ignore[arg-type]
@@ -78,6 +176,68 @@ class RedisJobStore(JobStore):
             args += [key, value]
         with self._guard():
             return bool(self._transition(keys=[self._key(job_id)], args=args))
+
+    def record_part_done(self, parent_id: str, run: str, index: int, total: int) -> int:
+        """A set of the parts done per split job: SADD is idempotent, SCARD the count."""
+        keys = [self._key(parent_id), f"{self.namespace}:parts:{parent_id}:{run}"]
+        with self._guard():
+            return int(self._part_done(keys=keys, args=[index, self.retention_s]))
+
+    def begin(self, job_id: str, retries: int, max_redeliveries: int,
+              allowed_from: Iterable[JobStatus], results: ResultWrites = (),
+              **values: Any) -> tuple[int, bool]:
+        """One script: attempt count, PROCESSING, the results (see ``JobStore.begin``)."""
+        fields = _flat(values)
+        args: list[Any] = [self.namespace, job_id, retries, max_redeliveries,
+                           ",".join(s.value for s in allowed_from), JobStatus.PROCESSING.value,
+                           len(fields), *fields]
+        keys = [self._key(job_id)]
+        for key, meta, ttl in results:
+            keys.append(key)
+            args += [meta, ttl]
+        with self._guard():
+            attempts, moved = self._begin(keys=keys, args=args)
+        return int(attempts), bool(moved)
+
+    def finish(self, job_id: str, to: JobStatus, allowed_from: Iterable[JobStatus],
+               event: dict[str, Any] | None = None, results: ResultWrites = (),
+               counters: Counters = (), **values: Any) -> bool:
+        """One script: the transition, its event, the counters (HINCRBYFLOAT), the results
+        (see ``JobStore.finish``); the changed record is kept for ``remembered``."""
+        fields = _flat(values)
+        flat_counters = [str(v) for counter in counters for v in counter]
+        args: list[Any] = [self.namespace, job_id, to.value,
+                           ",".join(s.value for s in allowed_from), len(fields), *fields,
+                           f"{self.namespace}:events",
+                           "" if event is None else json.dumps(event),
+                           len(flat_counters), *flat_counters]
+        keys = [self._key(job_id)]
+        for key, meta, ttl in results:
+            keys.append(key)
+            args += [meta, ttl]
+        with self._guard():
+            moved, record = self._finish(keys=keys, args=args)
+        self._last = (job_id, dict(zip(record[::2], record[1::2], strict=True))) if moved \
+            else None
+        return bool(moved)
+
+    def keeps_counters(self) -> bool:
+        return True
+
+    @contextlib.contextmanager
+    def remembered(self, job_id: str) -> Iterator[None]:
+        """``get(job_id)`` answers with the record the last ``finish`` of it returned."""
+        last = self._last
+        self._remember = last if last is not None and last[0] == job_id else None
+        try:
+            yield
+        finally:
+            self._remember = None
+
+    def supports_result_writes(self, result_url: str) -> bool:
+        """True when Celery's results are in this store's Redis database (the default: both
+        on the broker's Redis)."""
+        return _same_redis(self.url, result_url)
 
     def add_attempt(self, job_id: str) -> int:
         key = self._key(job_id)
@@ -184,6 +344,30 @@ class RedisJobStore(JobStore):
 
     def close(self) -> None:
         self.client.close()
+
+
+def _flat(values: dict[str, Any]) -> list[str]:
+    return [item for pair in _encode(values).items() for item in pair]
+
+
+def _same_redis(a: str, b: str) -> bool:
+    """Whether two Redis URLs name the same server and database (same scheme, host, port,
+    user and database number; the password is not compared)."""
+    from urllib.parse import urlsplit
+
+    def where(url: str) -> tuple[Any, ...]:
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss"):
+            return (parts.scheme, url)
+        db = parts.path.strip("/") or "0"
+        query = dict(q.split("=", 1) for q in parts.query.split("&") if "=" in q)
+        return (parts.scheme, parts.hostname or "localhost", parts.port or 6379,
+                parts.username or "", query.get("db", db))
+
+    try:
+        return where(a) == where(b)
+    except ValueError:
+        return False
 
 
 class _RedisErrors:

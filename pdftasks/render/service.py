@@ -432,36 +432,21 @@ class PDFService:
         from pdftasks.documents import pipeline
 
         invoice_xml = pipeline.prepare(options, data)  # bad invoice data fails before layout
-        write_options = pipeline.write_options(options)
         if css_file is not None:
             self._css_path(css_file)
         pdf, pages = self.html_to_pdf(self.render_html(template, data, context), css_file,
-                                      write_options=write_options, metadata=options.metadata)
-
-        def render_part(part: str, part_data: Mapping[str, Any], part_css: str | None) -> bytes:
-            self.check_template(part, part_css)
-            check_data(part_data, self.config.data_limits or self.config.max_data_bytes)
-            return self.html_to_pdf(self.render_html(part, part_data), part_css,
-                                    write_options=write_options)[0]
-
-        ctx = pipeline.DocumentContext(
-            render_part=render_part,
-            resolve=lambda name, kind: resolve_inside(self.templates_dir, name, kind),
-            job_pdf=job_pdf, signing=SigningProfile.from_settings(self.config.settings),
-            font_config=self.font_config)
-        try:
-            return pipeline.finish(pdf, pages, options, data, ctx, invoice_xml)
-        except self._passthrough():
-            raise
-        except Exception as exc:
-            raise RenderError(f"Applying the document options failed: "
-                              f"{type(exc).__name__}: {exc}") from exc
+                                      write_options=pipeline.write_options(options),
+                                      metadata=options.metadata)
+        return self.finish_document(pdf, pages, options, data, job_pdf=job_pdf,
+                                    invoice_xml=invoice_xml)
 
     def finish_document(self, pdf: bytes, pages: int, options: JobOptions,
                         data: Mapping[str, Any], *,
-                        job_pdf: Callable[[str], bytes] | None = None) -> tuple[bytes, int]:
-        """Apply the document options after the layout to a PDF made elsewhere (a split
-        job's merged parts, ``pdftasks.worker.split``) -> (pdf bytes, page count)."""
+                        job_pdf: Callable[[str], bytes] | None = None,
+                        invoice_xml: bytes | None = None) -> tuple[bytes, int]:
+        """Apply the document options after the layout to ``pdf`` (rendered here, or a split
+        job's merged parts, ``pdftasks.worker.split``) -> (pdf bytes, page count).
+        ``invoice_xml``: the e-invoice already built from ``data``, if it was."""
         from pdftasks.documents import pipeline
 
         if not has_document_options(options):
@@ -481,7 +466,8 @@ class PDFService:
             font_config=self.font_config)
         try:
             return pipeline.finish(pdf, pages, options, data, ctx,
-                                   pipeline.prepare(options, data))
+                                   pipeline.prepare(options, data) if invoice_xml is None
+                                   else invoice_xml)
         except self._passthrough():
             raise
         except Exception as exc:

@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 
 class PdfRequest(Request):
     """Keeps the job record right when the worker child dies: FAILED when Celery's hard
-    time limit kills it, COMPLETED when it died after its success was stored."""
+    time limit kills it, COMPLETED when it died after its success was stored (a split job's
+    part is then counted too)."""
 
     def on_timeout(self, soft: bool, timeout: float) -> None:
         super().on_timeout(soft, timeout)
@@ -57,7 +58,8 @@ class PdfRequest(Request):
         try:
             meta = self.task.backend.get_task_meta(self.id)
             if meta.get("status") == states.SUCCESS:
-                self.task.on_success(meta.get("result"), self.id, (), {})
+                # With the message's arguments: a split part's on_success needs them.
+                self.task.on_success(meta.get("result"), self.id, self.args, self.kwargs)
         except Exception:
             log.exception("could not complete the record of job %s after its worker "
                           "process was lost", self.id)

@@ -45,10 +45,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from billiard.exceptions import WorkerLostError
 from celery import Celery, Task, group, states
 from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
-from celery.worker.request import Request
 
 from pdftasks.celery_app import queue_name
 from pdftasks.errors import PermanentError, RenderTimeoutError, TransientError
@@ -57,7 +55,6 @@ from pdftasks.options import JobOptions, has_document_options, parse_options
 from pdftasks.options.split import check_split, with_items
 from pdftasks.render import time_limit
 from pdftasks.storage import storage_key
-from pdftasks.worker.request import PdfRequest
 from pdftasks.worker.tasks import (
     _RUNNABLE,
     PdfTask,
@@ -214,32 +211,9 @@ def _render_part(self: Task, parent_id: str, run: str, index: int, count: int, s
     return {"path": str(path), "pages": pages, "bytes": len(pdf), "worker_pid": os.getpid()}
 
 
-class PartRequest(PdfRequest):
-    """``PdfRequest`` for parts: a part whose child died after Celery stored its success
-    (the message is acknowledged, not delivered again) is completed and counted here, with
-    the part's own arguments."""
-
-    def on_failure(self, exc_info: Any, send_failed_event: bool = True,
-                   return_ok: bool = False) -> None:
-        Request.on_failure(self, exc_info, send_failed_event=send_failed_event,
-                           return_ok=return_ok)
-        if not isinstance(getattr(exc_info.exception, "exc", exc_info.exception),
-                          WorkerLostError):
-            return
-        try:
-            meta = self.task.backend.get_task_meta(self.id)
-            if meta.get("status") == states.SUCCESS:
-                self.task.on_success(meta.get("result"), self.id, self.args, self.kwargs)
-        except Exception:
-            log.exception("could not complete part %s after its worker process was lost",
-                          self.id)
-
-
 class PartTask(PdfTask):
     """A part's record follows its render; the parent's follows its parts. Events go to the
     parent (``completed``/``failed``), not to webhooks for every part."""
-
-    Request = PartRequest
 
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
         if not isinstance(retval, dict) or "path" not in retval:

@@ -90,8 +90,12 @@ def test_celery_on_sqs_uses_pdftasks_transport_without_broadcast() -> None:
     assert app.backend.table == "pdftasks"
     with app.connection_for_write() as conn:
         assert type(conn.transport).__module__ == "pdftasks.brokers.sqs"
+    # On Redis, task events are sent on demand (monitoring.TaskEventsOnDemand) or always
     redis_app = create_app(Settings(broker_url="redis://127.0.0.1:1/0"))
-    assert redis_app.conf.worker_send_task_events is True
+    assert redis_app.conf.worker_send_task_events is False
+    assert redis_app.conf.worker_enable_remote_control is True  # monitors can ask for them
+    always = create_app(Settings(broker_url="redis://127.0.0.1:1/0", task_events="always"))
+    assert always.conf.worker_send_task_events is True
 
 
 def test_an_sqs_app_connects_the_dead_letter_reaper(tmp_path) -> None:

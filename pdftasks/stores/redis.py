@@ -227,7 +227,7 @@ class RedisJobStore(JobStore):
     @contextlib.contextmanager
     def remembered(self, job_id: str) -> Iterator[None]:
         """``get(job_id)`` answers with the record the last ``finish`` of it returned."""
-        last = self._last
+        last, self._last = self._last, None  # once: only right after that finish
         self._remember = last if last is not None and last[0] == job_id else None
         try:
             yield

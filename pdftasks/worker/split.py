@@ -59,6 +59,7 @@ from pdftasks.worker.tasks import (
     _RUNNABLE,
     PdfTask,
     PoisonJobError,
+    SecretOptionsTask,
     app_settings,
     describe,
     emit,
@@ -446,7 +447,7 @@ def _local_copy(storage: Any, uri: str, dest: Path) -> Path:
     return Path(uri)
 
 
-class MergeTask(Task):
+class MergeTask(SecretOptionsTask):
     """A merge that gives up fails the parent."""
 
     def apply_async(self, args: Any = None, kwargs: Any = None, **options: Any) -> Any:

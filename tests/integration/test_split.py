@@ -295,7 +295,7 @@ def test_a_part_that_fails_for_a_passing_reason_is_retried_alone(make_manager, s
 
 
 def test_document_options_apply_to_the_merged_pdf(make_manager, start_worker, output_dir,
-                                                  tmp_path) -> None:
+                                                  tmp_path, redis_client) -> None:
     # Given a split report with a title, a watermark and encryption
     start_worker(concurrency=2)
     manager = make_manager(start=False, output_dir=output_dir)
@@ -306,6 +306,14 @@ def test_document_options_apply_to_the_merged_pdf(make_manager, start_worker, ou
         "encrypt": {"user_password": "open-sesame", "owner_password": "owner-secret"}})
     job = manager.wait_for_job(job_id, timeout=120)
     assert job.parts_total == 3 and "open-sesame" not in json.dumps(job.options)
+    # The passwords are nowhere in Redis: records, parts, merge results (result_extended)
+    for key in redis_client.scan_iter(count=1000):
+        kind = redis_client.type(key)
+        values = (redis_client.hvals(key) if kind == b"hash" else
+                  [redis_client.get(key)] if kind == b"string" else
+                  redis_client.lrange(key, 0, -1) if kind == b"list" else [])
+        for value in values:
+            assert b"open-sesame" not in value and b"owner-secret" not in value, key
     # Then the merged PDF has them all: title, a watermark and a page number on every page
     path = Path(job.result_path)
     with pytest.raises(pikepdf.PasswordError):

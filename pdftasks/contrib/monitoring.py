@@ -383,19 +383,46 @@ def bucket_for(seconds: float) -> str:
     return "+Inf"
 
 
+def attempt_counters(namespace: str, outcome: str, priority: str, duration_s: float | None
+                     ) -> list[tuple[str, str, float]]:
+    """The counters one ended attempt adds to: (hash key, field, amount)."""
+    key = metrics_key(namespace)
+    out: list[tuple[str, str, float]] = [
+        (key, f"retries|{priority}", 1) if outcome == "retrying"
+        else (key, f"finished|{outcome}|{priority}", 1)]
+    if duration_s is not None:
+        out += [(key, f"duration_bucket|{priority}|{outcome}|{bucket_for(duration_s)}", 1),
+                (key, f"duration_sum|{priority}|{outcome}", float(duration_s))]
+    return out
+
+
 def record_attempt(client: Any, namespace: str, outcome: str, priority: str,
                    duration_s: float | None) -> None:
     """Add one ended attempt to the counters in Redis (one pipelined round trip)."""
     pipe = client.pipeline(transaction=False)
-    key = metrics_key(namespace)
-    if outcome == "retrying":
-        pipe.hincrby(key, f"retries|{priority}", 1)
-    else:
-        pipe.hincrby(key, f"finished|{outcome}|{priority}", 1)
-    if duration_s is not None:
-        pipe.hincrby(key, f"duration_bucket|{priority}|{outcome}|{bucket_for(duration_s)}", 1)
-        pipe.hincrbyfloat(key, f"duration_sum|{priority}|{outcome}", duration_s)
+    for key, name, amount in attempt_counters(namespace, outcome, priority, duration_s):
+        if isinstance(amount, float):
+            pipe.hincrbyfloat(key, name, amount)
+        else:
+            pipe.hincrby(key, name, amount)
     pipe.execute()
+
+
+def counters_with_transition(app: Celery, event: str, job_id: str
+                             ) -> list[tuple[str, str, float]]:
+    """Counter hook (``pdftasks.worker.tasks.counter_hooks``): the counters of the attempt
+    that ends with this transition, made by the job store along with it."""
+    outcome = _OUTCOMES.get(event)
+    if outcome is None:
+        return []
+    from pdftasks.worker.tasks import app_settings, job_store
+
+    if redis_of(job_store(app)) is None:
+        return []
+    priority, _, duration = _attempt_facts(app, job_id)
+    if priority is None:
+        return []
+    return attempt_counters(app_settings(app).queue_namespace, outcome, priority, duration)
 
 
 def on_job_event(app: Celery, event: str, job_id: str, error: str | None) -> None:
@@ -416,6 +443,10 @@ def on_job_event(app: Celery, event: str, job_id: str, error: str | None) -> Non
     client = redis_of(job_store(app))
     if client is None or priority is None:
         return  # worker-side counters need the Redis job store
+    from pdftasks.worker.tasks import counted_with_transition
+
+    if counted_with_transition(job_id):
+        return  # counted by the job store with the transition (counters_with_transition)
     try:
         record_attempt(client, app_settings(app).queue_namespace, outcome, priority, duration)
     except Exception:
@@ -430,6 +461,10 @@ def install(app: Any) -> None:
     app.steps["consumer"].add(TaskEventsOnDemand)
     if on_job_event not in event_hooks(app):
         event_hooks(app).append(on_job_event)
+    from pdftasks.worker.tasks import counter_hooks
+
+    if counters_with_transition not in counter_hooks(app):
+        counter_hooks(app).append(counters_with_transition)
 
 
 # Prometheus.

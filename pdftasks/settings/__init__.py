@@ -9,8 +9,8 @@ workers, limits; jobs), :mod:`~pdftasks.settings.beat`, :mod:`~pdftasks.settings
 (``s.api_keys``; variable ``PDFTASKS_API_KEYS``); ``s.api``, ``s.core`` … give one topic
 alone, for code that needs only that part (e.g. ``ApiSettings`` for the HTTP API).
 
-Every field has a ``description``; the settings reference (docs/reference/settings.md) is generated from them
-(:mod:`~pdftasks.settings.table`: ``python -m pdftasks.settings --markdown``, or
+Every field has a ``description``; the settings reference (docs/reference/settings.md) is
+generated from them (:mod:`~pdftasks.settings.table`: ``python -m pdftasks.settings --markdown``, or
 ``--write docs/reference/settings.md``; a unit test checks that it is up to date).
 
 Explicit construction is strict: ``Settings(typo=1)`` raises, naming the unknown key.

@@ -52,7 +52,8 @@ CommaList = Annotated[list[str], NoDecode, BeforeValidator(_comma_list)]
 
 
 def shown(default: str) -> dict[str, Any]:
-    """The default as the settings reference shows it, when it is computed (``json_schema_extra``)."""
+    """The default as the settings reference shows it, when it is computed
+    (``json_schema_extra``)."""
     return {"shown_default": default}
 
 

@@ -17,8 +17,8 @@ from pdftasks.settings.ops import OpsSettings
 
 _Topic = TypeVar("_Topic", bound=TopicModel)
 
-#: The topic models, in the order of the settings reference (docs/reference/settings.md); every field of
-#: ``Settings`` is a field of exactly one of them.
+#: The topic models, in the order of the settings reference (docs/reference/settings.md);
+#: every field of ``Settings`` is a field of exactly one of them.
 TOPICS: tuple[type[TopicModel], ...] = (
     CoreSettings, BeatSettings, ApiSettings, OpsSettings, AwsSettings, DocumentSettings)
 

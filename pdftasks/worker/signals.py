@@ -11,7 +11,7 @@ from celery import signals
 
 from pdftasks.celery_app import is_pdftasks_app
 from pdftasks.render import apply_memory_limit, harfbuzz_subset_available
-from pdftasks.worker.tasks import app_settings, render_service
+from pdftasks.worker.tasks import app_settings, job_store, render_service
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,7 @@ def _worker_starts(sender: Any = None, **_: Any) -> None:
         from pdftasks.brokers import redis as redis_transport
 
         redis_transport.install()
+    _quiet_celery_job_lines(app_settings(app).log_level)
     if not harfbuzz_subset_available():
         log.warning(
             "HarfBuzz subsetting (libharfbuzz-subset0) is missing: WeasyPrint falls back to "
@@ -47,6 +48,35 @@ def _prepare_child(**_: Any) -> None:
         return
     s = app_settings(app)
     apply_memory_limit(s.render_memory_limit_mb)
+    _write_results_with_records(app, s)
     service = render_service(app)
     if s.warmup:
         log.debug("renderer warm (%.0f ms)", service.warm_up())
+
+
+def _write_results_with_records(app: Any, s: Any) -> None:
+    # Celery's STARTED and SUCCESS writes of a job go with its record's changes, in one
+    # script, when the job store can make them (same Redis database as the results):
+    # pdftasks.brokers.redis_results.RedisBackend holds them until then.
+    from pdftasks.celery_app import GENERATE_PDF
+
+    backend = app.backend
+    if not hasattr(backend, "defer_jobs"):
+        return
+    if job_store(app).supports_result_writes(s.effective_result_backend):
+        backend.deferred_task = GENERATE_PDF
+        backend.defer_jobs = True
+
+
+#: Celery's loggers of one INFO line per job: "Task … received" (the worker's main process)
+#: and "Task … succeeded in …" (the pool process). pdftasks logs its own line per job
+#: ("rendered …", and monitoring's "job … completed …" with its fields).
+CELERY_JOB_LOGGERS = ("celery.worker.strategy", "celery.app.trace")
+
+
+def _quiet_celery_job_lines(level: str) -> None:
+    # Set before the pool processes fork and the consumer builds its strategies: both read
+    # the level once. Failures are WARNING or ERROR and still logged; DEBUG keeps them all.
+    if str(level).upper() != "DEBUG":
+        for name in CELERY_JOB_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)

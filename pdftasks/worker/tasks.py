@@ -14,25 +14,28 @@ import os
 import sys
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from celery import Celery, Task, states
 from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.result import task_join_will_block
+from celery.signals import task_prerun
 from kombu.exceptions import OperationalError
 
 from pdftasks.celery_app import GENERATE_PDF
 from pdftasks.errors import (
     BrokerUnavailableError,
+    DocumentOptionError,
     PermanentError,
     RenderTimeoutError,
     TransientError,
 )
 from pdftasks.limits import DataLimits, check_data
 from pdftasks.models import TENANT_KEY, JobPriority, JobStatus
-from pdftasks.options import parse_options, redact_options
+from pdftasks.options import has_document_options, parse_options, redact_options
+from pdftasks.options.split import check_split
 from pdftasks.render import (
     PDFService,
     PDFServiceConfig,
@@ -40,6 +43,7 @@ from pdftasks.render import (
     resolve_inside,
     time_limit,
 )
+from pdftasks.render.service import check_document_inputs
 from pdftasks.settings import Settings
 from pdftasks.storage import check_output_filename, storage_key
 from pdftasks.stores import Job, JobStore, open_store
@@ -77,6 +81,39 @@ def event_hooks(app: Celery) -> list[Any]:
         hooks = []
         app.pdftasks_hooks = hooks
     return hooks
+
+
+def counter_hooks(app: Celery) -> list[Any]:
+    """``app``'s counter hooks, ``fn(app, event, job_id) -> [(hash key, field, amount)]``:
+    counters a plugin adds to when a job completes, made in the same round trip as the
+    transition when the job store keeps counters (``JobStore.finish``). Its event hook then
+    sees ``counted_with_transition(job_id)`` True and does not count again."""
+    hooks = getattr(app, "pdftasks_counter_hooks", None)
+    if hooks is None:
+        hooks = []
+        app.pdftasks_counter_hooks = hooks
+    return hooks
+
+
+_counted_job: list[str | None] = [None]
+
+
+def counted_with_transition(job_id: str) -> bool:
+    """Whether the event hooks running now are for a transition of ``job_id`` that already
+    added the counter hooks' counters."""
+    return _counted_job[0] == job_id
+
+
+def _counters(app: Celery, event: str, job_id: str) -> list[tuple[str, str, float]]:
+    if not job_store(app).keeps_counters():
+        return []
+    out: list[tuple[str, str, float]] = []
+    for fn in counter_hooks(app):
+        try:
+            out += fn(app, event, job_id)
+        except Exception:
+            log.exception("counter hook %r failed for job %s", fn, job_id)
+    return out
 
 
 def _cached(app: Celery, name: str, factory: Any) -> Any:
@@ -124,7 +161,16 @@ def submit_checks(app: Celery, template: Any, data: Any, output_filename: Any, p
     prio = JobPriority.parse(priority)
     check_data(data, DataLimits.from_settings(s))
     check_output_filename(output_filename)
-    parse_options(options)
+    opts = parse_options(options)
+    check_split(opts, data)  # a list where split.key says
+    if opts is not None and has_document_options(opts):
+        # The given checker (the API's only looks for files), else the render service where
+        # the templates are, else the names only.
+        checker = service if service is not None else \
+            render_service(app) if s.templates_dir.is_dir() else None
+        check_document_inputs(opts, data, s.templates_dir,
+                              checker.check_template if checker is not None else None,
+                              DataLimits.from_settings(s))
     if checked is not None and (template, css_file) in checked:
         return prio
     if service is not None or s.templates_dir.is_dir():
@@ -138,18 +184,42 @@ def submit_checks(app: Celery, template: Any, data: Any, output_filename: Any, p
     return prio
 
 
-def emit(app: Celery, event: str, job_id: str, error: str | None = None) -> None:
-    """Tell listeners about a transition: store event (clients) and worker-side hooks."""
+def job_event(event: str, job_id: str, error: str | None = None) -> dict[str, Any]:
+    """The store event of a transition (what ``JobStore.events`` listeners receive)."""
+    return {"event": event, "job_id": job_id, "error": error, "ts": time.time()}
+
+
+def held_results(app: Celery, job_id: str) -> list[tuple[str, str, int]]:
+    """Celery's result writes for ``job_id`` held by the result backend, for the job store to
+    make along with the record's change (``pdftasks.brokers.redis_results``); [] if none."""
+    backend = app.backend
+    if not getattr(backend, "defer_jobs", False):
+        return []
+    held: list[tuple[str, str, int]] = backend.take_held(job_id)
+    return held
+
+
+def emit(app: Celery, event: str, job_id: str, error: str | None = None,
+         published: bool = False, counted: bool = False) -> None:
+    """Tell listeners about a transition: store event (clients; unless ``published``
+    already, with the transition) and worker-side hooks (``counted``: the counter hooks'
+    counters went with the transition)."""
     store = job_store(app)
     try:
-        store.publish({"event": event, "job_id": job_id, "error": error, "ts": time.time()})
+        if not published:
+            store.publish(job_event(event, job_id, error))
     except Exception:  # listeners are best effort; the record is already right
         log.exception("could not publish %s event for %s", event, job_id)
-    for fn in event_hooks(app):
-        try:
-            fn(app, event, job_id, error)
-        except Exception:
-            log.exception("event hook %r failed for job %s", fn, job_id)
+    _counted_job[0] = job_id if counted else None
+    try:
+        with store.remembered(job_id):
+            for fn in event_hooks(app):
+                try:
+                    fn(app, event, job_id, error)
+                except Exception:
+                    log.exception("event hook %r failed for job %s", fn, job_id)
+    finally:
+        _counted_job[0] = None
     s = app_settings(app)
     hook_path = s.on_completed if event == "completed" else s.on_failed
     if not hook_path or event not in ("completed", "failed", "retrying"):
@@ -212,7 +282,20 @@ def hard_limit_error(timeout: float) -> RenderTimeoutError:
                               "the worker process was killed")
 
 
-class PdfTask(Task):
+class SecretOptionsTask(Task):
+    """A task whose kwargs may hold job options with secrets (``options``, or
+    ``merge.options``): Celery keeps them redacted (``hide_secret_options``) and a retry
+    sends the real ones on."""
+
+    def retry(self, args: Any = None, kwargs: Any = None, *rest: Any, **options: Any) -> Any:
+        # The request's kwargs lost their secrets (hide_secret_options): retry with the
+        # real ones, which the message carried.
+        if kwargs is None:
+            kwargs = getattr(self.request, "pdftasks_kwargs", None)
+        return super().retry(args, kwargs, *rest, **options)
+
+
+class PdfTask(SecretOptionsTask):
     """Checks a job and records it before it is queued; keeps its record up to date."""
 
     Request = PdfRequest
@@ -266,11 +349,23 @@ class PdfTask(Task):
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
         if not isinstance(retval, dict) or "path" not in retval:
             return
-        if patiently(job_store(self.app).transition,
+        # One round trip: the record, its event, the counters and Celery's SUCCESS (held
+        # until now).
+        counters = _counters(self.app, "completed", task_id)
+        if patiently(job_store(self.app).finish,
                      task_id, JobStatus.COMPLETED, (JobStatus.PROCESSING,),
+                     event=job_event("completed", task_id),
+                     results=held_results(self.app, task_id), counters=counters,
                      completed_at=dt.datetime.now(dt.UTC), result_path=retval["path"],
                      pages=retval["pages"], error=None):
-            emit(self.app, "completed", task_id)
+            emit(self.app, "completed", task_id, published=True, counted=bool(counters))
+
+    def after_return(self, status: str, retval: Any, task_id: str, args: Any, kwargs: Any,
+                     einfo: Any) -> None:
+        # A SUCCESS held by the result backend that on_success did not write: write it now.
+        flush = getattr(self.app.backend, "flush", None)
+        if flush is not None and getattr(self.app.backend, "defer_jobs", False):
+            flush(task_id)
 
     def on_retry(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
                  einfo: Any) -> None:
@@ -362,18 +457,22 @@ def _generate_pdf(self: Task, template: str, data: Mapping[str, Any], output_fil
     # process share (and never clears it once a retry raised): set it for every job, or a
     # job without max_retries would get the budget of the last one that had it.
     self.override_max_retries = self.max_retries if max_retries is None else max_retries
-    attempts = patiently(store.add_attempt, job_id)
+    # One round trip: the attempt count, PROCESSING and Celery's STARTED (held until now).
+    begin = (job_id, self.request.retries, s.max_redeliveries, _RUNNABLE,
+             held_results(app, job_id))
+    attempts, moved = patiently(store.begin, *begin, started_at=dt.datetime.now(dt.UTC),
+                                retry_count=self.request.retries)
     if attempts == 0 and adopt_job(app, job_id, {
             "template": template, "data": data, "output_filename": output_filename,
             "priority": priority, "css_file": css_file, "max_retries": max_retries,
             "metadata": metadata, "options": options}):
-        attempts = patiently(store.add_attempt, job_id)
+        attempts, moved = patiently(store.begin, *begin, started_at=dt.datetime.now(dt.UTC),
+                                    retry_count=self.request.retries)
     crashes = attempts - self.request.retries - 1
     if crashes > s.max_redeliveries:
         raise PoisonJobError(f"the worker process died {crashes} times while rendering this "
                              "job (out of memory or a crash in a native library); not retried")
-    if not patiently(store.transition, job_id, JobStatus.PROCESSING, _RUNNABLE,
-                     started_at=dt.datetime.now(dt.UTC), retry_count=self.request.retries):
+    if not moved:
         job = store.get(job_id)
         if job is not None:
             log.info("job %s is %s: not rendering it", job_id, job.status.value)
@@ -388,13 +487,20 @@ def _generate_pdf(self: Task, template: str, data: Mapping[str, Any], output_fil
         # renaming it: remove that file before rendering again.
         render_service(app).storage.discard_stale_temps(key)
     job_options = parse_options(options)  # checked at the door; again here
+    context = None
+    if job_options is not None and job_options.split is not None:
+        from pdftasks.worker.split import split_job  # queues the parts, or: one part
+
+        context = split_job(self, job_id, template, data, output_filename, priority,
+                            css_file, max_retries, metadata, options, job_options)
     limit = s.soft_time_limit_s
     try:
         # Our own alarm as well as Celery's soft limit: the child enforces it even when the
         # main process's timer is late, and the message is the same either way.
         with time_limit(limit):
-            result = render_service(app).generate_pdf(template, data, output_filename, css_file,
-                                                      key=key, options=job_options)
+            result = render_service(app).generate_pdf(
+                template, data, output_filename, css_file, key=key, options=job_options,
+                context=context, job_pdf=job_pdf_loader(app, (metadata or {}).get(TENANT_KEY)))
     except SoftTimeLimitExceeded as exc:
         raise RenderTimeoutError(
             f"render exceeded the soft time limit of {limit:g} s and was stopped "
@@ -407,12 +513,66 @@ def _generate_pdf(self: Task, template: str, data: Mapping[str, Any], output_fil
     return result.as_dict()
 
 
+def job_pdf_loader(app: Celery, tenant: str | None) -> Callable[[str], bytes]:
+    """``job_id -> pdf bytes`` of a completed job of ``tenant`` (the ``merge`` option's job
+    parts). A job of another tenant is "not found", exactly like a missing one."""
+
+    def load(job_id: str) -> bytes:
+        job = patiently(job_store(app).get, job_id)
+        if job is None or (job.metadata or {}).get(TENANT_KEY) != tenant:
+            raise DocumentOptionError(f"options.merge: no job {job_id!r} of this tenant")
+        if job.status is not JobStatus.COMPLETED or not job.result_path:
+            raise DocumentOptionError(f"options.merge: job {job_id!r} is "
+                                      f"{job.status.value}, not completed")
+        service = render_service(app)
+        if job.result_path.startswith("s3://"):
+            data: bytes = service.storage.read(job.result_path)
+            return data
+        path = Path(job.result_path).resolve()
+        if not path.is_relative_to(service.output_dir) or not path.is_file():
+            raise DocumentOptionError(f"options.merge: the PDF of job {job_id!r} is gone")
+        return path.read_bytes()
+
+    return load
+
+
+def hide_secret_options(sender: Any = None, task: Any = None, **_: Any) -> None:
+    """``task_prerun`` receiver: the request's ``options`` without their secrets.
+
+    With ``result_extended`` Celery stores the request's kwargs with every state it records
+    (STARTED, RETRY, SUCCESS, FAILURE) in the result backend, and this runs before the
+    first of them. The task itself still receives the real options, and
+    ``SecretOptionsTask.retry`` sends them on; only what Celery keeps is redacted. Tasks of
+    other classes are left alone: a retry of theirs would lose the secrets.
+    """
+    if not isinstance(task, SecretOptionsTask):
+        return
+    request = task.request
+    kwargs = dict(request.kwargs or {})
+    hidden = dict(kwargs)
+    options = kwargs.get("options")
+    if isinstance(options, Mapping):
+        hidden["options"] = redact_options(options)
+    merge = kwargs.get("merge")
+    if isinstance(merge, Mapping) and isinstance(merge.get("options"), Mapping):
+        hidden["merge"] = {**merge, "options": redact_options(merge["options"])}
+    if hidden != kwargs:
+        request.pdftasks_kwargs = kwargs
+        request.kwargs = hidden
+
+
 def register(app: Celery) -> Task:
     """Register ``generate_pdf`` on ``app`` with retry options from its settings (and connect
     the worker's signal receivers, ``pdftasks.worker.signals``)."""
-    from pdftasks.worker import signals  # noqa: F401  # connects the receivers
+    from pdftasks.worker import (
+        signals,  # noqa: F401  # connects the receivers
+        split,
+    )
 
     s = app_settings(app)
+    split.register(app)  # a split job's parts and merge (options.split)
+    task_prerun.connect(hide_secret_options, weak=False,
+                        dispatch_uid="pdftasks.worker.tasks.hide_secret_options")
     return app.task(
         _generate_pdf,
         bind=True,

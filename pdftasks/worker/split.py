@@ -27,9 +27,18 @@ How a split job runs (the parent's job record is what users follow):
    Celery result, so ``AsyncResult(parent).get()`` returns the merged PDF's) and removes the
    part files.
 
+5. ``watch_split`` (Redis broker) looks at the parts every half visibility timeout while
+   the parent is PROCESSING. kombu takes a message off its queue (``BRPOP``) and records it
+   as unacknowledged in a second round trip: a main process SIGKILLed in between loses the
+   message, which neither the visibility timeout nor anything else brings back. When the
+   parts made no progress for longer than the visibility timeout, the watch sends again
+   the unfinished parts (and the merge) that have no message left in the broker
+   (``rescue_split``, ``live_messages``).
+
 Cancelling the parent (``PDFQueueManager.cancel_job``) cancels its parts; a part that finds
 its parent final does nothing. Every step can run twice (a worker killed mid-way): part
-records, the count and the parent's last transition are idempotent.
+records, the count and the parent's last transition are idempotent; a part completed by
+another delivery is counted in this delivery's run too.
 """
 
 from __future__ import annotations
@@ -51,7 +60,7 @@ from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
 from pdftasks.celery_app import queue_name
 from pdftasks.errors import PermanentError, RenderTimeoutError, TransientError
 from pdftasks.models import Job, JobPriority, JobStatus, part_job_id
-from pdftasks.options import JobOptions, has_document_options, parse_options
+from pdftasks.options import JobOptions, has_document_options, parse_options, redact_options
 from pdftasks.options.split import check_split, with_items
 from pdftasks.render import time_limit
 from pdftasks.storage import storage_key
@@ -77,6 +86,7 @@ log = logging.getLogger(__name__)
 #: Task names of a part's render and of the merge.
 RENDER_PART = "pdftasks.render_part"
 MERGE_PARTS = "pdftasks.merge_parts"
+WATCH_SPLIT = "pdftasks.watch_split"
 #: The file name of a part's PDF, in its own storage folder (``storage_key`` of the part).
 PART_FILE = "part.pdf"
 
@@ -127,25 +137,38 @@ def split_job(task: Task, job_id: str, template: str, data: Mapping[str, Any],
     run = uuid.uuid4().hex[:12]
     merge = {"output_filename": output_filename, "options": dict(raw_options or {}),
              "metadata": dict(metadata or {}), "priority": prio.label}
-    queue = queue_name(prio, s.queue_namespace)
-    task_ = app.tasks[RENDER_PART]
-    signatures = []
-    for i in range(count):
-        start = i * size
-        part_data = with_items(data, opts.split.key, items[start:start + size])
-        signatures.append(task_.signature(
-            kwargs={"parent_id": job_id, "run": run, "index": i, "count": count,
-                    "start": start, "items": len(items), "template": template,
-                    "data": part_data, "css_file": css_file, "max_retries": max_retries,
-                    "merge": merge},
-            task_id=ids[i], queue=queue, pdftasks_recorded=True))
-    group(signatures).apply_async()
+    group([part_signature(app, job_id, run, i, count, template, data, css_file,
+                          max_retries, merge, opts) for i in range(count)]).apply_async()
+    # The safety net against messages lost by the broker (see _watch_split), sent before
+    # parts_total is recorded: a delivery that dies before sends parts and watch again.
+    send_watch(app, job_id, run, count, merge, seq=1, seen="", since=time.time())
     # Recorded once the parts are sent: a delivery that died before sends them again (a
     # part delivered twice renders once, or twice into the same file).
     patiently(store.transition, job_id, JobStatus.PROCESSING, (JobStatus.PROCESSING,),
               parts_total=count)
     log.info("split job %s: %d items in %d parts of %d", job_id, len(items), count, size)
     raise Ignore()
+
+
+def part_signature(app: Celery, parent_id: str, run: str, index: int, count: int,
+                   template: str, data: Mapping[str, Any], css_file: str | None,
+                   max_retries: int | None, merge: Mapping[str, Any], opts: JobOptions,
+                   **options: Any) -> Any:
+    """The message of part ``index`` (its slice of the list at ``split.key`` of ``data``,
+    the whole job's data)."""
+    assert opts.split is not None
+    items = check_split(opts, data) or []
+    size = opts.split.size
+    start = index * size
+    prio = JobPriority.parse(merge.get("priority", "normal"))
+    return app.tasks[RENDER_PART].signature(
+        kwargs={"parent_id": parent_id, "run": run, "index": index, "count": count,
+                "start": start, "items": len(items), "template": template,
+                "data": with_items(data, opts.split.key, items[start:start + size]),
+                "css_file": css_file, "max_retries": max_retries, "merge": dict(merge)},
+        task_id=part_job_id(parent_id, index),
+        queue=queue_name(prio, app_settings(app).queue_namespace), pdftasks_recorded=True,
+        **options)
 
 
 def part_key(app: Celery, parent_id: str, index: int, metadata: Mapping[str, Any]) -> str:
@@ -219,9 +242,16 @@ class PartTask(PdfTask):
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
         if not isinstance(retval, dict) or "path" not in retval:
             return
-        patiently(job_store(self.app).transition, task_id, JobStatus.COMPLETED,
-                  (JobStatus.PROCESSING,), completed_at=dt.datetime.now(dt.UTC),
-                  result_path=retval["path"], pages=retval["pages"], error=None)
+        store = job_store(self.app)
+        if not patiently(store.transition, task_id, JobStatus.COMPLETED,
+                         (JobStatus.PROCESSING,), completed_at=dt.datetime.now(dt.UTC),
+                         result_path=retval["path"], pages=retval["pages"], error=None):
+            # Another delivery of this part completed it first (a message sent twice: the
+            # parent's, or the watch's): count it in this delivery's run too, or a count
+            # taken only in another run would leave this run's short of one.
+            job = patiently(store.get, task_id)
+            if job is None or job.status is not JobStatus.COMPLETED:
+                return
         part_done(self.app, kwargs["parent_id"], kwargs["run"], kwargs["index"],
                   kwargs["count"], dict(kwargs.get("merge") or {}))
 
@@ -240,12 +270,17 @@ class PartTask(PdfTask):
         store = job_store(self.app)
         patiently(store.transition, task_id, JobStatus.FAILED, _RUNNABLE, error=error,
                   completed_at=dt.datetime.now(dt.UTC))
-        parent_id, index, count = kwargs["parent_id"], kwargs["index"], kwargs["count"]
-        fail_job(self.app, parent_id, f"part {index + 1} of {count} failed: {error}")
-        _failed_result(self.app, parent_id)
-        metadata = (kwargs.get("merge") or {}).get("metadata") or {}
-        discard_parts(self.app, parent_id, list(range(count)), metadata)
-        cancel_parts(self.app, parent_id, count, metadata)
+        self.fail_parent(self.app, kwargs["parent_id"], kwargs["index"], kwargs["count"],
+                         error, (kwargs.get("merge") or {}).get("metadata") or {})
+
+    @staticmethod
+    def fail_parent(app: Celery, parent_id: str, index: int, count: int, error: str,
+                    metadata: Mapping[str, Any]) -> None:
+        """Part ``index`` FAILED: fail the parent with its error, cancel the other parts."""
+        fail_job(app, parent_id, f"part {index + 1} of {count} failed: {error}")
+        _failed_result(app, parent_id)
+        discard_parts(app, parent_id, list(range(count)), metadata)
+        cancel_parts(app, parent_id, count, metadata)
 
 
 def part_done(app: Celery, parent_id: str, run: str, index: int, count: int,
@@ -263,11 +298,19 @@ def part_done(app: Celery, parent_id: str, run: str, index: int, count: int,
     store.publish({"event": "progress", "job_id": parent_id, "parts_done": done,
                    "parts_total": count, "ts": time.time()})
     if done >= count:
-        prio = JobPriority.parse(merge.get("priority", "normal"))
-        app.tasks[MERGE_PARTS].apply_async(
-            kwargs={"parent_id": parent_id, "count": count, **merge},
-            queue=queue_name(prio, app_settings(app).queue_namespace),
-            task_id=f"{parent_id}.merge")
+        send_merge(app, parent_id, count, merge)
+
+
+def send_merge(app: Celery, parent_id: str, count: int, merge: Mapping[str, Any]) -> None:
+    prio = JobPriority.parse(merge.get("priority", "normal"))
+    app.tasks[MERGE_PARTS].apply_async(
+        kwargs={"parent_id": parent_id, "count": count, **merge},
+        queue=queue_name(prio, app_settings(app).queue_namespace),
+        task_id=merge_id(parent_id))
+
+
+def merge_id(parent_id: str) -> str:
+    return f"{parent_id}.merge"
 
 
 def cancel_parts(app: Celery, parent_id: str, count: int,
@@ -447,6 +490,190 @@ def _local_copy(storage: Any, uri: str, dest: Path) -> Path:
     return Path(uri)
 
 
+def watch_period(app: Celery) -> float:
+    """Seconds between two looks of a split job's watch: half the visibility timeout (an
+    ETA message held longer than that timeout would be delivered again by kombu)."""
+    return max(1.0, app_settings(app).visibility_timeout_s / 2)
+
+
+def stall_after(app: Celery) -> float:
+    """Seconds without any change in a split job's parts after which the watch looks for
+    lost messages: the visibility timeout, kombu's restore interval (``celery_app``) and a
+    margin. A message held by a dead worker is back in its queue by then."""
+    v = app_settings(app).visibility_timeout_s
+    return float(v + max(1, min(10, v // 10)) + 5)
+
+
+def send_watch(app: Celery, parent_id: str, run: str, count: int, merge: Mapping[str, Any],
+               seq: int, seen: str, since: float, secrets: bool = False) -> None:
+    """Queue look number ``seq`` of the watch of ``parent_id`` (Redis broker only: an SQS
+    message taken by a worker that dies comes back by itself)."""
+    s = app_settings(app)
+    if s.is_sqs:
+        return
+    prio = JobPriority.parse(merge.get("priority", "normal"))
+    # No secrets in a message that waits in the broker for minutes (see _watch_split).
+    options = dict(merge.get("options") or {})
+    safe = {**merge, "options": redact_options(options)}
+    app.tasks[WATCH_SPLIT].apply_async(
+        kwargs={"parent_id": parent_id, "run": run, "count": count, "merge": safe,
+                "secrets": secrets or safe["options"] != options,
+                "seq": seq, "seen": seen, "since": since},
+        countdown=watch_period(app), queue=queue_name(prio, s.queue_namespace),
+        task_id=f"{parent_id}.watch{seq}")
+
+
+def _fingerprint(parent: Job, parts: list[Job | None]) -> str:
+    import hashlib
+    import json
+
+    state = [parent.parts_done] + [
+        None if p is None else [p.status.value, p.attempts, p.retry_count] for p in parts]
+    return hashlib.sha256(json.dumps(state).encode()).hexdigest()[:16]
+
+
+def _watch_split(self: Task, parent_id: str, run: str, count: int, merge: Mapping[str, Any],
+                 seq: int, seen: str = "", since: float = 0.0, secrets: bool = False
+                 ) -> None:
+    """The safety net of a split job on a Redis broker: a message taken off its queue by a
+    worker killed before kombu recorded it as unacknowledged (``BRPOP``, then the unacked
+    record, a second round trip) is gone, and nothing else would ever send it again.
+
+    Every ``watch_period`` while the parent is PROCESSING, this looks at its parts. When
+    none of them changed (status, attempts, retries, the count done) for ``stall_after``
+    seconds, it sends again each unfinished part, and the merge, whose message is nowhere
+    in the broker (queues, unacked), counts parts COMPLETED but not counted, and fails the
+    parent of a FAILED part. Ends when the parent does.
+
+    Its message carries the job's options without their secrets (encrypt and sign
+    passwords): a job with secrets whose part or merge was lost FAILS with an error saying
+    so (resubmit it) instead of being merged without them."""
+    app = self.app
+    store = job_store(app)
+    parent = patiently(store.get, parent_id)
+    if parent is None or parent.status is not JobStatus.PROCESSING:
+        return
+    # A second delivery of this look (its worker died, or kombu restored it) does nothing;
+    # the claim expires before a redelivery of a look whose worker died before the next.
+    if not patiently(store.claim, f"split-watch:{parent_id}:{run}:{seq}",
+                     max(1, int(watch_period(app) / 2))):
+        return
+    try:
+        parts = [patiently(store.get, part_job_id(parent_id, i)) for i in range(count)]
+        state, now = _fingerprint(parent, parts), time.time()
+        if state != seen:
+            seen, since = state, now
+        elif now - since > stall_after(app):
+            log.warning("split job %s: no progress for %.0f s, looking for lost messages",
+                        parent_id, now - since)
+            rescue_split(app, parent, parts, run, count, merge, secrets=secrets)
+            since = now
+    finally:
+        send_watch(app, parent_id, run, count, merge, seq + 1, seen, since, secrets)
+
+
+def rescue_split(app: Celery, parent: Job, parts: list[Job | None], run: str, count: int,
+                 merge: Mapping[str, Any], secrets: bool = False) -> list[str]:
+    """Send again what a stalled split job waits for and the broker lost; return the ids
+    sent. Idempotent: a part or merge whose message still exists is left alone, and the
+    count and the merge are idempotent (a part delivered twice renders into the same file)."""
+    store = job_store(app)
+    parent_id = parent.job_id
+    for i, part in enumerate(parts):
+        if part is not None and part.status is JobStatus.FAILED:
+            # Its worker died before failing the parent.
+            PartTask.fail_parent(app, parent_id, i, count, part.error or "failed",
+                                 dict(merge.get("metadata") or {}))
+            return []
+    waiting = {part_job_id(parent_id, i): p for i, p in enumerate(parts)
+               if p is not None and p.status in _RUNNABLE}
+    done = 0
+    for i, part in enumerate(parts):
+        if part is not None and part.status is JobStatus.COMPLETED:
+            done = patiently(store.record_part_done, parent_id, run, i, count)
+    if not waiting and done < count:
+        return []
+    ids = list(waiting) if waiting else [merge_id(parent_id)]
+    missing = set(ids) - live_messages(app, ids)
+    if missing:
+        time.sleep(0.5)  # one taken off a queue now is in the unacked record after this
+        missing -= live_messages(app, sorted(missing))
+    if missing and secrets:
+        error = (f"the broker lost the message of {sorted(missing)[0]} (a worker was killed "
+                 "while taking it) and it cannot be sent again without the job's secret "
+                 "options; submit the job again")
+        log.error("split job %s: %s", parent_id, error)
+        fail_job(app, parent_id, error)
+        _failed_result(app, parent_id)
+        metadata = dict(merge.get("metadata") or {})
+        discard_parts(app, parent_id, list(range(count)), metadata)
+        cancel_parts(app, parent_id, count, metadata)
+        return []
+    sent = []
+    opts = parse_options(merge.get("options")) if not waiting else None
+    for job_id in sorted(missing):
+        part = waiting.get(job_id)
+        if part is None:
+            log.warning("split job %s: the merge's message was lost; sending it again",
+                        parent_id)
+            send_merge(app, parent_id, count, merge)
+        else:
+            if opts is None:
+                opts = parse_options(merge.get("options"))
+            assert opts is not None
+            index = int(job_id.rsplit(".part", 1)[1]) - 1
+            log.warning("split job %s: the message of part %d of %d (%s) was lost; sending "
+                        "it again", parent_id, index + 1, count, part.status.value)
+            part_signature(app, parent_id, run, index, count, parent.template, parent.data,
+                           parent.css_file, parent.max_retries, merge, opts,
+                           retries=part.retry_count).apply_async()
+        sent.append(job_id)
+    return sent
+
+
+def live_messages(app: Celery, job_ids: list[str]) -> set[str]:
+    """Those of ``job_ids`` with a message in the Redis broker: in one of the namespace's
+    queues (every priority step) or in kombu's unacked record (taken by a worker, or held
+    for its ETA). On another broker: all of them (nothing is taken for lost)."""
+    from pdftasks.celery_app import queue_names
+
+    needles = {job_id: f'"{job_id}"' for job_id in job_ids}
+    found: set[str] = set()
+
+    def look(values: list[Any]) -> None:
+        for value in values:
+            text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+            for job_id, needle in needles.items():
+                if job_id not in found and needle in text:
+                    found.add(job_id)
+
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        unacked = getattr(channel, "unacked_key", None)
+        if unacked is None:
+            return set(job_ids)
+        client = channel.client
+        steps = [p for p in getattr(channel, "priority_steps", [0]) if p]
+        for queue in queue_names(app_settings(app).queue_namespace):
+            # kombu's key of each priority step of a queue (``Channel._q_for_pri``)
+            for key in [queue, *(f"{queue}{channel.sep}{p}" for p in steps)]:
+                length = client.llen(key)
+                for start in range(0, length, 500):
+                    look(client.lrange(key, start, start + 499))
+        look([value for _, value in client.hscan_iter(unacked, count=500)])
+    return found
+
+
+class WatchTask(SecretOptionsTask):
+    """Carries the merge's options (secrets): never in logs, events, monitors."""
+
+    def apply_async(self, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+        options.setdefault("argsrepr", "()")
+        options.setdefault("kwargsrepr", repr({"parent_id": (kwargs or {}).get("parent_id"),
+                                               "seq": (kwargs or {}).get("seq")}))
+        return super().apply_async(args, kwargs, **options)
+
+
 class MergeTask(SecretOptionsTask):
     """A merge that gives up fails the parent."""
 
@@ -477,7 +704,9 @@ def register(app: Celery) -> None:
     app.task(_render_part, bind=True, base=PartTask, name=RENDER_PART, shared=False, **retry)
     app.task(_merge_parts, bind=True, base=MergeTask, name=MERGE_PARTS, shared=False,
              **retry)
+    app.task(_watch_split, bind=True, base=WatchTask, name=WATCH_SPLIT, shared=False,
+             ignore_result=True)
 
 
-__all__ = ["MERGE_PARTS", "RENDER_PART", "cancel_parts", "part_context", "register",
-           "split_job"]
+__all__ = ["MERGE_PARTS", "RENDER_PART", "WATCH_SPLIT", "cancel_parts", "live_messages",
+           "part_context", "register", "rescue_split", "split_job"]

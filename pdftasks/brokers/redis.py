@@ -137,8 +137,17 @@ class Channel(kombu_redis.Channel):
         if client:
             yield client
             return
-        pool = self.pool
         shared = self._commands_client
+        if self._pool is None and getattr(self.connection, "client", None) is None:
+            # Closing after the connection was released (a broker outage): kombu restores
+            # the unacknowledged messages now, and making a pool would raise AttributeError,
+            # which stops the worker (celery/kombu#582). The client we have, or a connection
+            # error that Celery ignores there (the visibility timeout restores them later).
+            if shared is None:
+                raise redis.ConnectionError("the broker connection is closed")
+            yield shared
+            return
+        pool = self.pool
         if shared is None or shared.connection_pool is not pool:  # new pool: reconnected
             kwargs: dict[str, Any] = {"connection_pool": pool}
             provider = pool.connection_kwargs.get("credential_provider")

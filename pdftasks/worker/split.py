@@ -57,7 +57,7 @@ from typing import Any
 from celery import Celery, Task, group, states
 from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
 
-from pdftasks.celery_app import queue_name
+from pdftasks.celery_app import queue_name, queue_names
 from pdftasks.errors import PermanentError, RenderTimeoutError, TransientError
 from pdftasks.models import Job, JobPriority, JobStatus, part_job_id
 from pdftasks.options import JobOptions, has_document_options, parse_options, redact_options
@@ -635,8 +635,6 @@ def live_messages(app: Celery, job_ids: list[str]) -> set[str]:
     """Those of ``job_ids`` with a message in the Redis broker: in one of the namespace's
     queues (every priority step) or in kombu's unacked record (taken by a worker, or held
     for its ETA). On another broker: all of them (nothing is taken for lost)."""
-    from pdftasks.celery_app import queue_names
-
     needles = {job_id: f'"{job_id}"' for job_id in job_ids}
     found: set[str] = set()
 

@@ -291,10 +291,17 @@ def run_stock_naive(args: argparse.Namespace, tmp: Path, server: RedisServer,
     finally:
         release_results(stock.app, held)
         worker.stop()
+    fill_phase(phase, metas, len(measured), before, after, worker, "naive task")
+    return phase
+
+
+def fill_phase(phase: Any, metas: list[Any], expected: int, before: dict[str, float],
+               after: dict[str, float], worker: Any, what: str) -> list[dict[str, Any]]:
+    """``phase``'s figures from the Celery results of its tasks; their results."""
     ok = [m for m in metas if m and m.get("status") == "SUCCESS"]
-    phase.failed = len(measured) - len(ok)
+    phase.failed = expected - len(ok)
     if not ok:
-        raise RuntimeError(f"no naive task succeeded:\n{worker.log_tail()}")
+        raise RuntimeError(f"no {what} succeeded:\n{worker.log_tail()}")
     results = [m["result"] for m in ok]
     phase.jobs = len(ok)
     phase.window_s = max(date_done_epoch(m) for m in ok) - min(r["started_at"] for r in results)
@@ -302,7 +309,7 @@ def run_stock_naive(args: argparse.Namespace, tmp: Path, server: RedisServer,
     phase.pids = len({r["worker_pid"] for r in results})
     phase.cpu_ms = {k: (after[k] - before[k]) * 1000 / len(ok) for k in before}
     phase.gaps_ms = gaps([(r["worker_pid"], r["started_at"], r["duration_ms"]) for r in results])
-    return phase
+    return results
 
 
 def gaps(jobs: list[tuple[int, float, float]]) -> list[float]:
@@ -397,21 +404,12 @@ def run_pdftasks(args: argparse.Namespace, tmp: Path, server: RedisServer, measu
         phase.other_cpu = cpu.foreign_cores()
     finally:
         worker.stop()
-    ok = [m for m in metas if m and m.get("status") == "SUCCESS"]
-    phase.failed = len(ids) - len(ok)
-    if not ok:
-        raise RuntimeError(f"no job succeeded:\n{worker.log_tail()}")
-    results = [m["result"] for m in ok]
-    phase.jobs = len(ok)
-    phase.window_s = max(date_done_epoch(m) for m in ok) - min(r["started_at"] for r in results)
-    phase.render_ms = [r["duration_ms"] for r in results]
-    phase.pids = len({r["worker_pid"] for r in results})
-    phase.cpu_ms = {k: (after[k] - before[k]) * 1000 / len(ok) for k in before}
-    phase.gaps_ms = gaps([(r["worker_pid"], r["started_at"], r["duration_ms"]) for r in results])
+    results = fill_phase(phase, metas, len(ids), before, after, worker, "job")
     if {r["pages"] for r in results} != {1}:
         raise RuntimeError("expected one-page invoices")
     if "trace" in variant:
-        phase.split_ms = trace_split(trace_dir, {m["task_id"] for m in ok})
+        phase.split_ms = trace_split(trace_dir, {m["task_id"] for m in metas
+                                                 if m and m.get("status") == "SUCCESS"})
     return phase
 
 

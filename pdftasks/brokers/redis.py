@@ -138,7 +138,8 @@ class Channel(kombu_redis.Channel):
             yield client
             return
         shared = self._commands_client
-        if self._pool is None and getattr(self.connection, "client", None) is None:
+        if not compat_kombu.redis_pool_made(self) and \
+                getattr(self.connection, "client", None) is None:
             # Closing after the connection was released (a broker outage): kombu restores
             # the unacknowledged messages now, and making a pool would raise AttributeError,
             # which stops the worker (celery/kombu#582). The client we have, or a connection

@@ -31,7 +31,8 @@ VERSION = installed_version("kombu")
 
 REDIS_RESCUE = Internal(
     "kombu", "Redis rescue transport (messages taken during a Redis outage are put back)",
-    names=("._raw", "._do_restore_message", ".TRANSPORT_ALIASES", "._transport_cache"),
+    names=("._raw", "._do_restore_message", ".TRANSPORT_ALIASES", "._transport_cache",
+           "._pool"),
     fallback="kombu's stock Redis transport is used: a message taken off its queue just as "
              "Redis goes away can be lost (its job stays pending)", policy=FALLBACK)
 REDIS_GUARD = Internal(
@@ -69,6 +70,12 @@ def restore_message(channel: Any, payload: Any, exchange: str, routing_key: str,
     """Queue the commands that put ``payload`` back on the queues ``exchange`` and
     ``routing_key`` route to (marked redelivered) on the Redis pipeline ``pipe``."""
     channel._do_restore_message(payload, exchange, routing_key, pipe)
+
+
+def redis_pool_made(channel: Any) -> bool:
+    """Whether a kombu Redis channel has made its connection pool (it makes it on first
+    use, from its connection's parameters)."""
+    return channel._pool is not None
 
 
 def use_transport(scheme: str, target: str) -> None:

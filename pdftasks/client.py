@@ -33,7 +33,13 @@ from pdftasks.options import redacted_paths
 from pdftasks.render import PDFService
 from pdftasks.settings import Settings, get_settings
 from pdftasks.stores import Job, JobStore
-from pdftasks.worker.tasks import check_broker, job_store, make_job, submit_checks
+from pdftasks.worker.tasks import (
+    check_broker,
+    job_store,
+    make_job,
+    submit_checks,
+    task_kwargs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -348,7 +354,7 @@ class PDFQueueManager:
                 parts_total=None, parts_done=0):
             return False
         try:
-            self.task.apply_async(kwargs=_task_kwargs(job), task_id=job_id,
+            self.task.apply_async(kwargs=task_kwargs(job), task_id=job_id,
                                   pdftasks_recorded=True)
         except BaseException:
             # Not queued: it stays what it was, not a PENDING job that nothing will run.
@@ -592,7 +598,7 @@ def submit_jobs(app: Celery, jobs: Iterable[Mapping[str, Any]],
                 # One Redis pipeline per chunk (kombu >= 5.7 publish batches).
                 with producer.batch(max_size=_BATCH + 1):
                     for job in chunk:
-                        task.apply_async(kwargs=_task_kwargs(job, options.get(job.job_id)),
+                        task.apply_async(kwargs=task_kwargs(job, options.get(job.job_id)),
                                          task_id=job.job_id,
                                          producer=producer, pdftasks_recorded=True)
                 published += len(chunk)
@@ -601,18 +607,6 @@ def submit_jobs(app: Celery, jobs: Iterable[Mapping[str, Any]],
         store.delete(j.job_id for j in records[published:])
         raise
     return [job.job_id for job in records]
-
-
-def _task_kwargs(job: Job, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """``generate_pdf``'s arguments for ``job``; ``options`` as given (the record's copy
-    has its secrets redacted). No ``options`` argument when there are none."""
-    kwargs = {"template": job.template, "data": job.data,
-              "output_filename": job.output_filename, "priority": job.priority.label,
-              "css_file": job.css_file, "max_retries": job.max_retries,
-              "metadata": job.metadata}
-    if options or job.options:
-        kwargs["options"] = dict(options or job.options)
-    return kwargs
 
 
 def _now() -> Any:

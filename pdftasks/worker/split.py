@@ -57,13 +57,14 @@ from typing import Any
 from celery import Celery, Task, group, states
 from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
 
-from pdftasks.celery_app import queue_name, queue_names
+from pdftasks.celery_app import queue_name
 from pdftasks.errors import PermanentError, RenderTimeoutError, TransientError
 from pdftasks.models import Job, JobPriority, JobStatus, part_job_id
 from pdftasks.options import JobOptions, has_document_options, parse_options, redact_options
 from pdftasks.options.split import check_split, with_items
 from pdftasks.render import time_limit
 from pdftasks.storage import storage_key
+from pdftasks.worker.lost import live_messages, stall_after, watch_period
 from pdftasks.worker.tasks import (
     _RUNNABLE,
     PdfTask,
@@ -79,6 +80,8 @@ from pdftasks.worker.tasks import (
     patiently,
     public_error,
     render_service,
+    store_failed_result,
+    store_job_result,
 )
 
 log = logging.getLogger(__name__)
@@ -278,7 +281,7 @@ class PartTask(PdfTask):
                     metadata: Mapping[str, Any]) -> None:
         """Part ``index`` FAILED: fail the parent with its error, cancel the other parts."""
         fail_job(app, parent_id, f"part {index + 1} of {count} failed: {error}")
-        _failed_result(app, parent_id)
+        store_failed_result(app, parent_id)
         discard_parts(app, parent_id, list(range(count)), metadata)
         cancel_parts(app, parent_id, count, metadata)
 
@@ -352,27 +355,6 @@ def discard_parts(app: Celery, parent_id: str, indexes: list[int],
             path.unlink()
         with contextlib.suppress(OSError):
             path.parent.rmdir()
-
-
-def store_parent_result(app: Celery, parent_id: str, result: dict[str, Any] | None,
-                        error: str | None = None) -> None:
-    """The parent's Celery result, for ``AsyncResult(parent_id).get()`` (best effort: the
-    job record is the truth)."""
-    try:
-        if error is None:
-            app.backend.store_result(parent_id, result, states.SUCCESS)
-        else:
-            app.backend.store_result(parent_id, PermanentError(error), states.FAILURE)
-    except Exception:
-        log.warning("could not store the Celery result of split job %s", parent_id,
-                    exc_info=True)
-
-
-def _failed_result(app: Celery, parent_id: str) -> None:
-    """The parent's Celery result once its record FAILED (not over a merged one)."""
-    parent = patiently(job_store(app).get, parent_id)
-    if parent is not None and parent.status is JobStatus.FAILED:
-        store_parent_result(app, parent_id, None, parent.error or "failed")
 
 
 def _merge_parts(self: Task, parent_id: str, count: int, output_filename: str = "",
@@ -451,7 +433,7 @@ def _complete(app: Celery, parent_id: str, key: str, count: int, metadata: dict[
         if current is None or current.status is not JobStatus.COMPLETED:
             _remove(render_service(app).storage, key)
         raise Ignore()
-    store_parent_result(app, parent_id, result)
+    store_job_result(app, parent_id, result)
     emit(app, "completed", parent_id)
     log.info("merged %d parts of %s (%d pages, %s ms)", count, parent_id, result["pages"],
              result.get("duration_ms", "-"))
@@ -488,20 +470,6 @@ def _local_copy(storage: Any, uri: str, dest: Path) -> Path:
         dest.write_bytes(storage.read(uri))
         return dest
     return Path(uri)
-
-
-def watch_period(app: Celery) -> float:
-    """Seconds between two looks of a split job's watch: half the visibility timeout (an
-    ETA message held longer than that timeout would be delivered again by kombu)."""
-    return max(1.0, app_settings(app).visibility_timeout_s / 2)
-
-
-def stall_after(app: Celery) -> float:
-    """Seconds without any change in a split job's parts after which the watch looks for
-    lost messages: the visibility timeout, kombu's restore interval (``celery_app``) and a
-    margin. A message held by a dead worker is back in its queue by then."""
-    v = app_settings(app).visibility_timeout_s
-    return float(v + max(1, min(10, v // 10)) + 5)
 
 
 def send_watch(app: Celery, parent_id: str, run: str, count: int, merge: Mapping[str, Any],
@@ -604,7 +572,7 @@ def rescue_split(app: Celery, parent: Job, parts: list[Job | None], run: str, co
                  "options; submit the job again")
         log.error("split job %s: %s", parent_id, error)
         fail_job(app, parent_id, error)
-        _failed_result(app, parent_id)
+        store_failed_result(app, parent_id)
         metadata = dict(merge.get("metadata") or {})
         discard_parts(app, parent_id, list(range(count)), metadata)
         cancel_parts(app, parent_id, count, metadata)
@@ -629,37 +597,6 @@ def rescue_split(app: Celery, parent: Job, parts: list[Job | None], run: str, co
                            retries=part.retry_count).apply_async()
         sent.append(job_id)
     return sent
-
-
-def live_messages(app: Celery, job_ids: list[str]) -> set[str]:
-    """Those of ``job_ids`` with a message in the Redis broker: in one of the namespace's
-    queues (every priority step) or in kombu's unacked record (taken by a worker, or held
-    for its ETA). On another broker: all of them (nothing is taken for lost)."""
-    needles = {job_id: f'"{job_id}"' for job_id in job_ids}
-    found: set[str] = set()
-
-    def look(values: list[Any]) -> None:
-        for value in values:
-            text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-            for job_id, needle in needles.items():
-                if job_id not in found and needle in text:
-                    found.add(job_id)
-
-    with app.connection_for_write() as conn:
-        channel = conn.default_channel
-        unacked = getattr(channel, "unacked_key", None)
-        if unacked is None:
-            return set(job_ids)
-        client = channel.client
-        steps = [p for p in getattr(channel, "priority_steps", [0]) if p]
-        for queue in queue_names(app_settings(app).queue_namespace):
-            # kombu's key of each priority step of a queue (``Channel._q_for_pri``)
-            for key in [queue, *(f"{queue}{channel.sep}{p}" for p in steps)]:
-                length = client.llen(key)
-                for start in range(0, length, 500):
-                    look(client.lrange(key, start, start + 499))
-        look([value for _, value in client.hscan_iter(unacked, count=500)])
-    return found
 
 
 class WatchTask(SecretOptionsTask):
@@ -689,7 +626,7 @@ class MergeTask(SecretOptionsTask):
         parent_id = kwargs["parent_id"]
         error = f"merging the parts failed: {describe(exc)}"
         fail_job(self.app, parent_id, error)
-        _failed_result(self.app, parent_id)
+        store_failed_result(self.app, parent_id)
 
 
 def register(app: Celery) -> None:

@@ -272,6 +272,39 @@ def fail_job(app: Celery, job_id: str, error: str) -> None:
         emit(app, "failed", job_id, error)
 
 
+def store_job_result(app: Celery, job_id: str, result: dict[str, Any] | None,
+                     error: str | None = None) -> None:
+    """A job's Celery result written outside its own task (a split job's merge, a job
+    failed by the lost-message sweep), for ``AsyncResult(job_id).get()``. Best effort: the
+    job record is the truth."""
+    try:
+        if error is None:
+            app.backend.store_result(job_id, result, states.SUCCESS)
+        else:
+            app.backend.store_result(job_id, PermanentError(error), states.FAILURE)
+    except Exception:
+        log.warning("could not store the Celery result of job %s", job_id, exc_info=True)
+
+
+def store_failed_result(app: Celery, job_id: str) -> None:
+    """The Celery result of a job whose record FAILED (not over a later, completed one)."""
+    job = patiently(job_store(app).get, job_id)
+    if job is not None and job.status is JobStatus.FAILED:
+        store_job_result(app, job_id, None, job.error or "failed")
+
+
+def task_kwargs(job: Job, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``generate_pdf``'s arguments for ``job``; ``options`` as given (the record's copy
+    has its secrets redacted). No ``options`` argument when there are none."""
+    kwargs = {"template": job.template, "data": job.data,
+              "output_filename": job.output_filename, "priority": job.priority.label,
+              "css_file": job.css_file, "max_retries": job.max_retries,
+              "metadata": job.metadata}
+    if options or job.options:
+        kwargs["options"] = dict(options or job.options)
+    return kwargs
+
+
 def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
@@ -565,12 +598,14 @@ def register(app: Celery) -> Task:
     """Register ``generate_pdf`` on ``app`` with retry options from its settings (and connect
     the worker's signal receivers, ``pdftasks.worker.signals``)."""
     from pdftasks.worker import (
+        lost,
         signals,  # noqa: F401  # connects the receivers
         split,
     )
 
     s = app_settings(app)
     split.register(app)  # a split job's parts and merge (options.split)
+    lost.install(app)  # Redis broker: jobs whose message was lost are sent again
     task_prerun.connect(hide_secret_options, weak=False,
                         dispatch_uid="pdftasks.worker.tasks.hide_secret_options")
     return app.task(

@@ -63,7 +63,8 @@ def test_redis_restarts_during_500_jobs(own_redis, workers, output_dir, tmp_path
     log = worker_log_text(workers.logs)
     tally.extra.update(redis_restarts=",".join(restarts), worker_exits=supervisor.restarts,
                        worker_unrecoverable_errors=log.count("Unrecoverable error"),
-                       record_updates_retried=log.count("; retrying for up to"))
+                       record_updates_retried=log.count("; retrying for up to"),
+                       lost_messages_resent=log.count("its message was lost by the broker"))
     counts = tally.report()
     assert finished and counts["lost"] == 0, tally.lost_jobs()
     assert counts["duplicated"] == 0 and counts["tmp"] == 0

@@ -97,7 +97,8 @@ def test_a_lost_job_with_secret_options_fails_and_says_to_submit_it_again(
     assert (report.resent, report.failed) == ([], [job_id])
     job = manager.get_job(job_id)
     assert job.status is JobStatus.FAILED
-    assert "options.encrypt.user_password" in job.error and "submit the job again" in job.error, job.error
+    assert "options.encrypt.user_password" in job.error, job.error
+    assert "submit the job again" in job.error, job.error
     assert "u5er-sweep" not in job.error and messages_of(redis_client, job_id) == 0
     assert manager.app.AsyncResult(job_id).state == "FAILURE"
 

@@ -14,6 +14,7 @@ import os
 import re
 import socket
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -129,6 +130,16 @@ class LocalStorage:
                 f"cannot write {name!r} to the output directory: {exc.strerror or exc}"
             ) from exc
         return path
+
+    def delete(self, keys: Iterable[str]) -> None:
+        """Delete the files of storage ``keys`` (missing ones are fine), and their folders
+        left empty."""
+        for key in keys:
+            path = self.path_for(key)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()  # only when empty
 
     def discard_stale_temps(self, key: str) -> list[Path]:
         """Delete temporary files of ``key`` whose writer on this host has died.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -76,6 +76,21 @@ class S3Storage:
                 f"cannot write {key.rsplit('/', 1)[-1]!r} to s3://{self.bucket}: "
                 f"{detail}") from exc
         return f"s3://{self.bucket}/{key}"
+
+    def delete(self, keys: Iterable[str]) -> None:
+        """Delete the objects of storage ``keys`` (missing ones are fine).
+
+        Raises:
+            StorageError: S3 refused or cannot be reached.
+        """
+        names = [self.key_for(key) for key in keys]
+        try:
+            for start in range(0, len(names), 1000):
+                self.client.delete_objects(Bucket=self.bucket, Delete={
+                    "Objects": [{"Key": k} for k in names[start:start + 1000]],
+                    "Quiet": True})
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageError(f"cannot delete from s3://{self.bucket}: {exc}") from exc
 
     def discard_stale_temps(self, key: str) -> list[str]:
         """Nothing to discard: S3 replaces an object in one step, with no temporary file."""

@@ -344,17 +344,14 @@ def cancel_parts(app: Celery, parent_id: str, count: int,
 
 def discard_parts(app: Celery, parent_id: str, indexes: list[int],
                   metadata: Mapping[str, Any]) -> None:
-    """Remove part files (and their folders) of ``parent_id`` from a local storage."""
-    storage = render_service(app).storage
-    path_for = getattr(storage, "path_for", None)
-    if path_for is None:
-        return  # S3: part files expire with the storage's cleanup
-    for i in indexes:
-        path = Path(path_for(part_key(app, parent_id, i, metadata)))
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        with contextlib.suppress(OSError):
-            path.parent.rmdir()
+    """Remove part files of ``parent_id`` (local folders left empty, S3 objects). Best
+    effort: a file left behind is removed by the output cleanup (Beat) later."""
+    try:
+        render_service(app).storage.delete(
+            [part_key(app, parent_id, i, metadata) for i in indexes])
+    except Exception:
+        log.warning("split job %s: could not remove its part files", parent_id,
+                    exc_info=True)
 
 
 def _merge_parts(self: Task, parent_id: str, count: int, output_filename: str = "",

@@ -500,3 +500,28 @@ def test_s3_cleanup_by_age(aws_resources, namespace, tmp_path) -> None:
     left = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"{namespace}")["Contents"]
     assert sorted(o["Key"] for o in left) == [f"{namespace}/notes.txt",
                                               f"{namespace}x/other.pdf"]
+
+
+def test_split_report_on_sqs_dynamodb_and_s3_leaves_only_the_merged_pdf(
+        make_manager, aws_resources, namespace) -> None:
+    from tests.integration.test_split import report
+
+    # Given a report of 3 parts on SQS, DynamoDB and S3
+    manager = make_manager()
+    job_id = manager.submit_job("report.html", report(90), "split-s3.pdf",
+                                options={"split": {"key": "rows", "size": 30}})
+    # When it completes
+    job = manager.wait_for_job(job_id, timeout=180)
+    assert job.status is JobStatus.COMPLETED, job.error
+    assert (job.parts_total, job.parts_done) == (3, 3)
+    # Then its merged PDF holds every row, in order, and is the only object the job left
+    # (the part files are deleted from the bucket after the merge)
+    assert job.result_path.endswith("/split-s3.pdf")
+    objects = aws_client("s3", aws_resources).list_objects_v2(
+        Bucket=BUCKET, Prefix=f"{namespace}/").get("Contents", [])
+    assert [o["Key"] for o in objects] == [job.result_path.split(f"s3://{BUCKET}/", 1)[1]]
+    status, _ctype, body = fetch(manager.download_url(job_id, expires_s=300))
+    text = text_of(body)
+    assert status == 200 and "Monthly sales" in text and "End of report." in text
+    positions = [text.index(f"2026-11-{1 + i % 30:02d}") for i in (0, 29)]
+    assert positions == sorted(positions)

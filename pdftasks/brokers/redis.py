@@ -37,6 +37,7 @@ from typing import Any
 
 import redis
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual as kombu_virtual
 
 from pdftasks.compat import kombu as compat_kombu
 from pdftasks.storage import process_alive, write_atomic
@@ -96,7 +97,60 @@ def _release(paths: list[Path]) -> None:
             path.rename(path.with_name(path.name.rsplit(_TAKING, 1)[0]))
 
 
+#: Seconds at most that an acknowledgement waits to be written to Redis (see ``QoS.ack``).
+ACK_FLUSH_S = 0.2
+
+
 class QoS(kombu_redis.QoS):
+    """kombu's Redis QoS with two changes:
+
+    - A message taken while Redis goes away is spooled (``_rescue``, see the module).
+    - In a worker's event loop, an acknowledgement frees its prefetch slot at once but its
+      removal from the unacked record is written with the next Redis command of this QoS:
+      the next message's unacked record (taken right after, when there is a backlog), or
+      ``flush_acks`` at the latest ``ACK_FLUSH_S`` later, and when the channel closes. One
+      round trip less per job in the worker's main process, and the next ``BRPOP`` is sent
+      without waiting for one. A process killed in between leaves the record of a message
+      whose job ended: it is delivered again after the visibility timeout and does nothing
+      (a job that is final is not run again). Pipelines are not transactions (kombu's are):
+      the commands of one are independent.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Delivery tags acknowledged here whose unacked record is not removed yet.
+        self.unwritten_acks: list[str] = []
+
+    def ack(self, delivery_tag: str) -> None:
+        if not getattr(self.channel.connection, "defers_acks", False):
+            super().ack(delivery_tag)
+            return
+        self.unwritten_acks.append(delivery_tag)
+        kombu_virtual.QoS.ack(self, delivery_tag)  # the prefetch slot, in memory
+
+    @contextlib.contextmanager
+    def pipe_or_acquire(self, pipe: Any = None, client: Any = None) -> Iterator[Any]:
+        if pipe:
+            yield pipe
+            return
+        with self.channel.conn_or_acquire(client) as client:
+            pipe = client.pipeline(transaction=False)
+            tags, self.unwritten_acks = self.unwritten_acks, []
+            for tag in tags:
+                pipe.zrem(self.unacked_index_key, tag).hdel(self.unacked_key, tag)
+            try:
+                yield pipe
+            except BaseException:
+                self.unwritten_acks[:0] = tags  # not written: with the next command
+                raise
+
+    def flush_acks(self) -> None:
+        """Write the acknowledgements not written yet (best effort: one not written is
+        delivered again after the visibility timeout and does nothing)."""
+        if self.unwritten_acks:
+            with self.pipe_or_acquire() as pipe:
+                pipe.execute()
+
     def append(self, message: Any, delivery_tag: str) -> None:
         try:
             super().append(message, delivery_tag)
@@ -157,6 +211,16 @@ class Channel(kombu_redis.Channel):
             shared = self._commands_client = self.Client(**kwargs)
         yield shared
 
+    def close(self) -> None:
+        qos = self.qos
+        if qos.unwritten_acks and not self.closed:
+            try:
+                qos.flush_acks()
+            except Exception:  # the broker is away: the visibility timeout restores them
+                log.warning("could not write %d acknowledgement(s) before closing",
+                            len(qos.unwritten_acks), exc_info=True)
+        super().close()
+
     def put_back_rescued(self) -> int:
         """Push the spooled messages for this broker back on their queues; their number."""
         taken = _take(spool_dir(self))
@@ -183,6 +247,28 @@ class Transport(kombu_redis.Transport):
     """kombu's Redis transport with the ``Channel`` above."""
 
     Channel = Channel
+    #: True while an event loop writes deferred acknowledgements (``QoS.ack``).
+    defers_acks = False
+    _ack_tref: Any = None
+
+    def register_with_event_loop(self, connection: Any, loop: Any) -> None:
+        super().register_with_event_loop(connection, loop)
+        if self._ack_tref is not None:  # registered again after a reconnect
+            self._ack_tref.cancel()
+        self._ack_tref = loop.call_repeatedly(ACK_FLUSH_S, self.flush_acks)
+        self.defers_acks = True
+
+    def flush_acks(self) -> None:
+        for channel in list(self.channels):
+            qos = channel.qos
+            if not qos.unwritten_acks:
+                continue
+            try:
+                qos.flush_acks()
+            except _LINK_ERRORS:
+                log.warning("could not write %d acknowledgement(s); they are written with "
+                            "the next command (or the messages come back after the "
+                            "visibility timeout and do nothing)", len(qos.unwritten_acks))
 
 
 def install() -> None:

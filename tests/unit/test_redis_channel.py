@@ -28,3 +28,52 @@ def test_closing_after_the_connection_was_released_does_not_stop_the_worker(
     channel._commands_client = shared
     with channel.conn_or_acquire() as client:
         assert client is shared and client.ping()
+
+
+def test_an_acknowledgement_in_an_event_loop_is_written_with_the_next_command(
+        redis_url, redis_client) -> None:
+    # Given a channel of a worker's event loop (the transport defers acknowledgements)
+    # with three messages taken from a queue
+    conn = Connection(redis_url, transport=Transport)
+    channel = conn.default_channel
+    conn.transport.defers_acks = True
+    queue = "deferred-acks"
+    channel.queue_declare(queue)
+    channel.basic_qos(prefetch_size=0, prefetch_count=1, apply_global=False)
+    for i in range(3):
+        channel.basic_publish(channel.prepare_message(f"m{i}"), exchange="", routing_key=queue)
+    first = channel.basic_get(queue)
+    tags = lambda: {t.decode() for t in redis_client.hkeys("unacked")}  # noqa: E731
+    assert tags() == {first.delivery_tag} and not channel.qos.can_consume()
+    # When it is acknowledged: its prefetch slot is free at once, its record still there
+    first.ack()
+    assert channel.qos.can_consume()
+    assert tags() == {first.delivery_tag} and channel.qos.unwritten_acks == [first.delivery_tag]
+    # Then the next message's unacked record removes it in the same round trip
+    second = channel.basic_get(queue)
+    assert tags() == {second.delivery_tag} and channel.qos.unwritten_acks == []
+    assert redis_client.zrange("unacked_index", 0, -1) == [second.delivery_tag.encode()]
+    # And with no next message, the event loop's timer (flush_acks) or closing writes it
+    second.ack()
+    conn.transport.flush_acks()
+    assert tags() == set()
+    third = channel.basic_get(queue)
+    third.ack()
+    assert tags() == {third.delivery_tag}
+    channel.close()
+    assert tags() == set() and redis_client.zcard("unacked_index") == 0
+    conn.release()
+
+
+def test_outside_an_event_loop_an_acknowledgement_is_written_at_once(
+        redis_url, redis_client) -> None:
+    conn = Connection(redis_url, transport=Transport)
+    channel = conn.default_channel
+    assert conn.transport.defers_acks is False
+    channel.queue_declare("plain-acks")
+    channel.basic_publish(channel.prepare_message("m"), exchange="", routing_key="plain-acks")
+    message = channel.basic_get("plain-acks")
+    assert redis_client.hlen("unacked") == 1
+    message.ack()
+    assert redis_client.hlen("unacked") == 0 and channel.qos.unwritten_acks == []
+    conn.release()

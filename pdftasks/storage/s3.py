@@ -83,14 +83,15 @@ class S3Storage:
         Raises:
             StorageError: S3 refused or cannot be reached.
         """
-        names = [self.key_for(key) for key in keys]
         try:
-            for start in range(0, len(names), 1000):
-                self.client.delete_objects(Bucket=self.bucket, Delete={
-                    "Objects": [{"Key": k} for k in names[start:start + 1000]],
-                    "Quiet": True})
+            self._delete_objects([self.key_for(key) for key in keys])
         except (BotoCoreError, ClientError) as exc:
             raise StorageError(f"cannot delete from s3://{self.bucket}: {exc}") from exc
+
+    def _delete_objects(self, names: list[str]) -> None:
+        for start in range(0, len(names), 1000):  # S3's most per request
+            self.client.delete_objects(Bucket=self.bucket, Delete={
+                "Objects": [{"Key": k} for k in names[start:start + 1000]], "Quiet": True})
 
     def discard_stale_temps(self, key: str) -> list[str]:
         """Nothing to discard: S3 replaces an object in one step, with no temporary file."""
@@ -134,10 +135,7 @@ class S3Storage:
                             obj["LastModified"].timestamp() < cutoff:
                         old.append(obj["Key"])
             if not dry_run:
-                for start in range(0, len(old), 1000):
-                    self.client.delete_objects(Bucket=self.bucket, Delete={
-                        "Objects": [{"Key": k} for k in old[start:start + 1000]],
-                        "Quiet": True})
+                self._delete_objects(old)
         except (BotoCoreError, ClientError) as exc:
             raise StorageError(f"cannot clean up s3://{self.bucket}/{prefix}: {exc}") from exc
         return [f"s3://{self.bucket}/{k}" for k in old]

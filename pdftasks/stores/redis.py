@@ -23,28 +23,9 @@ from pdftasks.stores.base import (
     dead_letter_entry,
 )
 
-_TRANSITION = """
-local job = KEYS[1]
-local ns, id, to = ARGV[1], ARGV[2], ARGV[3]
-local cur = redis.call('HGET', job, 'status')
-if not cur then return 0 end
-local ok = false
-for s in string.gmatch(ARGV[4], '[^,]+') do if s == cur then ok = true end end
-if not ok then return 0 end
-local prio = redis.call('HGET', job, 'priority')
-local created = redis.call('HGET', job, 'created_at')
-redis.call('ZREM', ns .. ':idx:' .. cur .. ':' .. prio, id)
-redis.call('ZADD', ns .. ':idx:' .. to .. ':' .. prio, created, id)
-redis.call('HSET', job, 'status', to)
-for i = 5, #ARGV, 2 do redis.call('HSET', job, ARGV[i], ARGV[i + 1]) end
-return 1
-"""
-
-# begin() and finish(): the record change, its event and Celery's result writes in one
-# round trip. Shared parts: move() is _TRANSITION; put() writes a result as Celery's Redis
-# backend does (SET with expiry, PUBLISH on the key for AsyncResult.get()) and, like it,
-# never over a stored SUCCESS.
-_MOVE_AND_PUT = """
+# A job's status change (every script below uses it): the record's status and fields, and
+# the status index sorted sets, if its status is one of ``allowed``.
+_MOVE = """
 local function move(job, ns, id, to, allowed, first, last)
   local cur = redis.call('HGET', job, 'status')
   if not cur then return 0 end
@@ -59,6 +40,17 @@ local function move(job, ns, id, to, allowed, first, last)
   for i = first, last, 2 do redis.call('HSET', job, ARGV[i], ARGV[i + 1]) end
   return 1
 end
+"""
+
+# KEYS: job. ARGV: ns, id, to, allowed, then fields and values.
+_TRANSITION = _MOVE + """
+return move(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], 5, #ARGV)
+"""
+
+# begin() and finish(): the record change, its event and Celery's result writes in one
+# round trip. put() writes a result as Celery's Redis backend does (SET with expiry,
+# PUBLISH on the key for AsyncResult.get()) and, like it, never over a stored SUCCESS.
+_MOVE_AND_PUT = _MOVE + """
 local function put(key, value, ttl)
   local cur = redis.call('GET', key)
   if cur then
@@ -183,6 +175,16 @@ class RedisJobStore(JobStore):
         with self._guard():
             return int(self._part_done(keys=keys, args=[index, self.retention_s]))
 
+    def _result_writes(self, job_id: str, args: list[Any], results: ResultWrites
+                       ) -> list[str]:
+        """The keys of a begin/finish script (the job's record, then one per result), and
+        each result's (meta, ttl) appended to ``args``."""
+        keys = [self._key(job_id)]
+        for key, meta, ttl in results:
+            keys.append(key)
+            args += [meta, ttl]
+        return keys
+
     def begin(self, job_id: str, retries: int, max_redeliveries: int,
               allowed_from: Iterable[JobStatus], results: ResultWrites = (),
               **values: Any) -> tuple[int, bool]:
@@ -191,10 +193,7 @@ class RedisJobStore(JobStore):
         args: list[Any] = [self.namespace, job_id, retries, max_redeliveries,
                            ",".join(s.value for s in allowed_from), JobStatus.PROCESSING.value,
                            len(fields), *fields]
-        keys = [self._key(job_id)]
-        for key, meta, ttl in results:
-            keys.append(key)
-            args += [meta, ttl]
+        keys = self._result_writes(job_id, args, results)
         with self._guard():
             attempts, moved = self._begin(keys=keys, args=args)
         return int(attempts), bool(moved)
@@ -211,10 +210,7 @@ class RedisJobStore(JobStore):
                            f"{self.namespace}:events",
                            "" if event is None else json.dumps(event),
                            len(flat_counters), *flat_counters]
-        keys = [self._key(job_id)]
-        for key, meta, ttl in results:
-            keys.append(key)
-            args += [meta, ttl]
+        keys = self._result_writes(job_id, args, results)
         with self._guard():
             moved, record = self._finish(keys=keys, args=args)
         self._last = (job_id, dict(zip(record[::2], record[1::2], strict=True))) if moved \

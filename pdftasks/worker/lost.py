@@ -160,7 +160,7 @@ def sweep_lost_messages(app: Celery, older_than: float | None = None) -> SweepRe
         return report
     store = job_store(app)
     cutoff = time.time() - (stall_after(app) if older_than is None else older_than)
-    ids = [i for i in patiently(store.created_before, cutoff, _RUNNABLE)]
+    ids: list[str] = patiently(store.created_before, cutoff, _RUNNABLE)
     report.looked_at = len(ids)
     missing = set(ids) - live_messages(app, ids)
     if missing:

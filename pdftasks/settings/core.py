@@ -124,6 +124,12 @@ class CoreSettings(TopicModel):
     warmup: bool = Field(
         True, description="Render a tiny document when a worker child starts (the first "
                           "real job is then not slower).")
+    early_fetch: bool = Field(
+        True, description="A worker takes a pool process's next message when its render "
+                          "ends, so taking it overlaps the end of the current job; the message "
+                          "waits in the worker until a process is free (none holds two jobs). "
+                          "The next job is then chosen a few ms before its process is free. "
+                          "`false`: only once the current job is acknowledged.")
 
     # Jobs: retries, records, hooks.
     default_max_retries: int = Field(

@@ -14,17 +14,35 @@ from billiard.exceptions import WorkerLostError
 from celery import states
 from celery.worker.request import Request
 
+from pdftasks.worker import early
+
 log = logging.getLogger(__name__)
 
 
 class PdfRequest(Request):
     """Keeps the job record right when the worker child dies: FAILED when Celery's hard
     time limit kills it, COMPLETED when it died after its success was stored (a split job's
-    part is then counted too)."""
+    part is then counted too). Each way a request ends gives back the extra message its
+    render's end allowed (``pdftasks.worker.early``)."""
+
+    # Celery's request class for a task overrides on_success (without calling this class's):
+    # every end goes through acknowledge, reject or on_failure.
+    def acknowledge(self) -> None:
+        try:
+            super().acknowledge()
+        finally:
+            early.request_ended(self.id)
+
+    def reject(self, requeue: bool = False) -> None:
+        try:
+            super().reject(requeue)
+        finally:
+            early.request_ended(self.id)
 
     def on_timeout(self, soft: bool, timeout: float) -> None:
         super().on_timeout(soft, timeout)
         if not soft:
+            early.request_ended(self.id)
             from pdftasks.worker.tasks import describe, fail_job, hard_limit_error
 
             # Celery itself calls PdfTask.on_failure (with TimeLimitExceeded), except in a
@@ -48,7 +66,11 @@ class PdfRequest(Request):
 
     def on_failure(self, exc_info: Any, send_failed_event: bool = True,
                    return_ok: bool = False) -> None:
-        super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
+        try:
+            super().on_failure(exc_info, send_failed_event=send_failed_event,
+                               return_ok=return_ok)
+        finally:
+            early.request_ended(self.id)
         if not isinstance(getattr(exc_info.exception, "exc", exc_info.exception),
                           WorkerLostError):
             return

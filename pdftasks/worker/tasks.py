@@ -47,6 +47,7 @@ from pdftasks.render.service import check_document_inputs
 from pdftasks.settings import Settings
 from pdftasks.storage import check_output_filename, storage_key
 from pdftasks.stores import Job, JobStore, open_store
+from pdftasks.worker import early
 from pdftasks.worker.request import PdfRequest
 
 log = logging.getLogger(__name__)
@@ -534,6 +535,7 @@ def _generate_pdf(self: Task, template: str, data: Mapping[str, Any], output_fil
             result = render_service(app).generate_pdf(
                 template, data, output_filename, css_file, key=key, options=job_options,
                 context=context, job_pdf=job_pdf_loader(app, (metadata or {}).get(TENANT_KEY)))
+        early.render_ended(job_id)  # the main process may take this process's next job
     except SoftTimeLimitExceeded as exc:
         raise RenderTimeoutError(
             f"render exceeded the soft time limit of {limit:g} s and was stopped "
@@ -606,6 +608,7 @@ def register(app: Celery) -> Task:
     s = app_settings(app)
     split.register(app)  # a split job's parts and merge (options.split)
     lost.install(app)  # Redis broker: jobs whose message was lost are sent again
+    early.install(app)  # a process's next message is taken when its render ends
     task_prerun.connect(hide_secret_options, weak=False,
                         dispatch_uid="pdftasks.worker.tasks.hide_secret_options")
     return app.task(

@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,7 +109,9 @@ class QoS(kombu_redis.QoS):
     - In a worker's event loop, an acknowledgement frees its prefetch slot at once but its
       removal from the unacked record is written with the next Redis command of this QoS:
       the next message's unacked record (taken right after, when there is a backlog), or
-      ``flush_acks`` at the latest ``ACK_FLUSH_S`` later, and when the channel closes. One
+      the event loop's timer once it is ``ACK_FLUSH_S / 2`` old (so at the latest
+      ``ACK_FLUSH_S`` later; with a backlog the next message comes first and the timer
+      writes nothing), and when the channel closes. One
       round trip less per job in the worker's main process, and the next ``BRPOP`` is sent
       without waiting for one. A process killed in between leaves the record of a message
       whose job ended: it is delivered again after the visibility timeout and does nothing
@@ -120,11 +123,15 @@ class QoS(kombu_redis.QoS):
         super().__init__(*args, **kwargs)
         #: Delivery tags acknowledged here whose unacked record is not removed yet.
         self.unwritten_acks: list[str] = []
+        #: ``time.monotonic()`` of the oldest of them.
+        self.unwritten_since = 0.0
 
     def ack(self, delivery_tag: str) -> None:
         if not getattr(self.channel.connection, "defers_acks", False):
             super().ack(delivery_tag)
             return
+        if not self.unwritten_acks:
+            self.unwritten_since = time.monotonic()
         self.unwritten_acks.append(delivery_tag)
         kombu_virtual.QoS.ack(self, delivery_tag)  # the prefetch slot, in memory
 
@@ -141,13 +148,16 @@ class QoS(kombu_redis.QoS):
             try:
                 yield pipe
             except BaseException:
+                if tags and not self.unwritten_acks:
+                    self.unwritten_since = time.monotonic()
                 self.unwritten_acks[:0] = tags  # not written: with the next command
                 raise
 
-    def flush_acks(self) -> None:
-        """Write the acknowledgements not written yet (best effort: one not written is
-        delivered again after the visibility timeout and does nothing)."""
-        if self.unwritten_acks:
+    def flush_acks(self, older_than: float = 0.0) -> None:
+        """Write the acknowledgements not written yet if the oldest is ``older_than``
+        seconds old (best effort: one not written is delivered again after the visibility
+        timeout and does nothing)."""
+        if self.unwritten_acks and time.monotonic() - self.unwritten_since >= older_than:
             with self.pipe_or_acquire() as pipe:
                 pipe.execute()
 
@@ -255,16 +265,19 @@ class Transport(kombu_redis.Transport):
         super().register_with_event_loop(connection, loop)
         if self._ack_tref is not None:  # registered again after a reconnect
             self._ack_tref.cancel()
-        self._ack_tref = loop.call_repeatedly(ACK_FLUSH_S, self.flush_acks)
+        # Every ACK_FLUSH_S / 2, the acknowledgements at least that old: at most ACK_FLUSH_S
+        # late, and none written on their own while the next messages keep coming.
+        self._ack_tref = loop.call_repeatedly(ACK_FLUSH_S / 2, self.flush_acks,
+                                              ACK_FLUSH_S / 2)
         self.defers_acks = True
 
-    def flush_acks(self) -> None:
+    def flush_acks(self, older_than: float = 0.0) -> None:
         for channel in list(self.channels):
             qos = channel.qos
             if not qos.unwritten_acks:
                 continue
             try:
-                qos.flush_acks()
+                qos.flush_acks(older_than)
             except _LINK_ERRORS:
                 log.warning("could not write %d acknowledgement(s); they are written with "
                             "the next command (or the messages come back after the "

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import redis
 from kombu import Connection
@@ -53,9 +55,15 @@ def test_an_acknowledgement_in_an_event_loop_is_written_with_the_next_command(
     second = channel.basic_get(queue)
     assert tags() == {second.delivery_tag} and channel.qos.unwritten_acks == []
     assert redis_client.zrange("unacked_index", 0, -1) == [second.delivery_tag.encode()]
-    # And with no next message, the event loop's timer (flush_acks) or closing writes it
+    # And with no next message, the event loop's timer (flush_acks) writes it once it is
+    # old enough (not before: the next message may still come), or closing does
     second.ack()
-    conn.transport.flush_acks()
+    conn.transport.flush_acks(older_than=60)
+    assert tags() == {second.delivery_tag}
+    conn.transport.flush_acks(older_than=0.05)
+    assert tags() == {second.delivery_tag}
+    time.sleep(0.06)
+    conn.transport.flush_acks(older_than=0.05)
     assert tags() == set()
     third = channel.basic_get(queue)
     third.ack()

@@ -4,7 +4,9 @@ A pdftasks worker holds one job per pool process (prefetch multiplier 1, ``-O fa
 the next free process always gets the most urgent job waiting. Without more, a process's
 next message is taken off the broker only once its current job is acknowledged: the
 ``BRPOP``, kombu's unacked record, the guard's checks and Celery's request then all happen
-while the process waits (about 1.5 ms of the 4 ms between two of its renders).
+while the process waits (about 1.5 ms of the 4.4 ms between two of its renders on an idle
+2-core machine; overlapping them gave 0.7–0.9 ms less per job, see
+``docs/explanation/performance.md``).
 
 Here, a pool process tells the worker's main process when a job's render ended (its id on a
 pipe made before the pool forks, ``render_ended``). From then until that job's request

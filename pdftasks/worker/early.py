@@ -43,6 +43,9 @@ _main_pid = 0
 _active: EarlyFetch | None = None
 #: Jobs whose request ended before their render's signal was read (both arrive together).
 _ENDED_KEEP = 256
+#: Longest job id signalled, in bytes (with its newline, well under the pipe's atomic
+#: write size); a longer id, or one with a line break, simply is not taken early.
+_MAX_ID = 512
 
 
 def render_ended(job_id: str) -> None:
@@ -51,8 +54,11 @@ def render_ended(job_id: str) -> None:
     pipe = _pipe
     if pipe is None or os.getpid() == _main_pid:
         return
+    line = job_id.encode("utf-8", "surrogatepass")
+    if len(line) > _MAX_ID or b"\n" in line:
+        return
     with contextlib.suppress(OSError):
-        os.write(pipe[1], job_id.encode("ascii", "replace") + b"\n")
+        os.write(pipe[1], line + b"\n")
 
 
 def request_ended(job_id: str) -> None:
@@ -97,10 +103,15 @@ class EarlyFetch(bootsteps.StartStopStep):
     def start(self, c: Any) -> None:
         global _active
         self.consumer = c
-        self.early.clear()  # a new connection: a new QoS at its initial prefetch
+        # A new connection: a new QoS at its initial prefetch. Signals not read yet are of
+        # renders before it (their requests may have ended unseen): dropped, not counted.
+        self.early.clear()
         self.ended.clear()
         self.partial = b""
         if _pipe is not None:
+            with contextlib.suppress(OSError):
+                while os.read(_pipe[0], 65536):
+                    pass
             c.hub.add_reader(_pipe[0], self.readable)
             _active = self
 
@@ -123,7 +134,7 @@ class EarlyFetch(bootsteps.StartStopStep):
         lines = (self.partial + data).split(b"\n")
         self.partial = lines.pop()
         for line in lines:
-            self.start_early(line.decode("ascii", "replace"))
+            self.start_early(line.decode("utf-8", "surrogatepass"))
 
     def start_early(self, job_id: str) -> None:
         qos = getattr(self.consumer, "qos", None)

@@ -535,11 +535,11 @@ def _generate_pdf(self: Task, template: str, data: Mapping[str, Any], output_fil
             result = render_service(app).generate_pdf(
                 template, data, output_filename, css_file, key=key, options=job_options,
                 context=context, job_pdf=job_pdf_loader(app, (metadata or {}).get(TENANT_KEY)))
-        early.render_ended(job_id)  # the main process may take this process's next job
     except SoftTimeLimitExceeded as exc:
         raise RenderTimeoutError(
             f"render exceeded the soft time limit of {limit:g} s and was stopped "
             "(runaway template?)") from exc
+    early.render_ended(job_id)  # the main process may take this process's next job
     result.extra.update(started_at=started_at, priority=JobPriority.parse(priority).label,
                         worker_pid=os.getpid(),
                         queue=(self.request.delivery_info or {}).get("routing_key"))

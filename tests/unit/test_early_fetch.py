@@ -87,3 +87,37 @@ def test_without_a_pipe_nothing_happens(monkeypatch) -> None:
     monkeypatch.setattr(early, "_active", None)
     early.render_ended("job-5")
     early.request_ended("job-5")
+
+
+def test_any_job_id_is_given_back_under_the_same_id(step) -> None:
+    # Callers choose job ids (apply_async(task_id=...)): not only ASCII
+    for job_id in ("café-1", "職-2", "\ud800-3"):
+        early.render_ended(job_id)
+        step.readable()
+        assert job_id in step.early
+        early.request_ended(job_id)
+    assert step.consumer.qos.value == 2 and not step.early
+
+
+def test_an_id_with_a_line_break_or_too_long_is_not_taken_early(step) -> None:
+    early.render_ended("two\nlines")
+    early.render_ended("x" * (early._MAX_ID + 1))
+    step.readable()
+    assert step.consumer.qos.value == 2 and not step.early and step.partial == b""
+
+
+def test_signals_left_unread_by_a_lost_connection_are_dropped_on_restart(step) -> None:
+    # Given a render's signal still in the pipe when the connection was lost (its request
+    # may have ended unseen) and a new QoS after the reconnect
+    early.render_ended("before-reconnect")
+    readers = []
+    consumer = SimpleNamespace(qos=QoS(lambda prefetch_count: None, 2),
+                               hub=SimpleNamespace(add_reader=lambda fd, cb: readers.append(fd)))
+    # When the step starts again
+    step.start(consumer)
+    step.readable()
+    # Then the old signal allows nothing on the new QoS; new ones do
+    assert consumer.qos.value == 2 and readers == [early._pipe[0]]
+    early.render_ended("after-reconnect")
+    step.readable()
+    assert consumer.qos.value == 3

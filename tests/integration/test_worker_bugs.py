@@ -49,23 +49,24 @@ def store_events() -> Iterator[list[dict[str, Any]]]:
 
 
 def test_hard_time_limit_is_recorded_as_a_render_timeout(start_worker) -> None:
-    # Given a worker with a 3 s soft and 5 s hard limit, and a job whose layout stays in
-    # native code (Pango breaking one 24-million-character word, about 9 s from ~1.5 s on):
-    # neither the soft limit nor pdftasks' own alarm can interrupt it, only the hard kill.
-    # (The limits go in the message too: its header, set by the client, wins in the worker.)
-    start_worker(concurrency=1, soft_time_limit_s=3, hard_time_limit_s=5,
+    # Given a worker with a 6 s soft and 8 s hard limit, and a job whose layout stays in
+    # native code (Pango breaking one 24-million-character word, about 9 s from ~1.5 s on
+    # on a fast machine; 3 s and 18 s on one half as fast): neither the soft limit nor
+    # pdftasks' own alarm can interrupt it, only the hard kill. (The limits go in the
+    # message too: its header, set by the client, wins in the worker.)
+    start_worker(concurrency=1, soft_time_limit_s=6, hard_time_limit_s=8,
                  render_memory_limit_mb=3072)
     with store_events() as events:
         result = generate_pdf.apply_async(
             kwargs={"template": "poison.html", "data": {"size": 24_000_000},
-                    "output_filename": "stuck.pdf"}, soft_time_limit=3, time_limit=5)
+                    "output_filename": "stuck.pdf"}, soft_time_limit=6, time_limit=8)
         # When the hard limit kills the worker process
         job = final_job(result.id, timeout=60)
         wait_for(lambda: any(e["event"] == "failed" for e in events), 10, "the failed event")
     # Then the record, and the failed event, carry pdftasks' clear message, not Celery's
     # bare TimeLimitExceeded
     assert job.status is JobStatus.FAILED
-    assert job.error.startswith("RenderTimeoutError: hard time limit of 5 s exceeded"), job.error
+    assert job.error.startswith("RenderTimeoutError: hard time limit of 8 s exceeded"), job.error
     assert "the worker process was killed" in job.error
     [failed] = [e for e in events if e["job_id"] == result.id and e["event"] != "retrying"]
     assert failed["event"] == "failed" and failed["error"] == job.error

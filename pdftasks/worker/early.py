@@ -26,14 +26,11 @@ Only for Celery's prefork pool with an event loop (what ``pdftasks worker`` runs
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 from collections import deque
 from typing import Any
 
 from celery import Celery, bootsteps
-
-log = logging.getLogger(__name__)
 
 #: (read end, write end) of the pipe, in the worker's main process and its pool processes.
 _pipe: tuple[int, int] | None = None

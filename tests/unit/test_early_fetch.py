@@ -4,6 +4,7 @@ a pool process's render-ended signal and the end of its request, on kombu's own 
 from __future__ import annotations
 
 import os
+from collections import deque
 from types import SimpleNamespace
 from typing import Any
 
@@ -24,7 +25,7 @@ def step(monkeypatch) -> Any:
     consumer = SimpleNamespace(qos=QoS(lambda prefetch_count: None, 2))
     s = early.EarlyFetch.__new__(early.EarlyFetch)
     s.consumer, s.early, s.partial = consumer, set(), b""
-    s.ended = early.deque(maxlen=early._ENDED_KEEP)
+    s.ended = deque(maxlen=early._ENDED_KEEP)
     monkeypatch.setattr(early, "_active", s)
     yield s
     os.close(read_fd)

@@ -417,19 +417,34 @@ def wait_for_metas(app: Any, task_ids: Sequence[str], timeout: float,
                    poll_s: float = 0.25) -> list[dict[str, Any] | None]:
     """Poll until every task has a ready result (SUCCESS or FAILURE) or ``timeout`` passes.
 
-    One MGET per poll: cheap for the Redis server and this process, so the rendering
-    processes being measured keep the CPUs.
+    This process shares the cores with the processes being measured, so it polls cheaply:
+    the last task not ready yet alone (a backlog ends about in the order it was queued),
+    and only once that one is ready, one MGET of every task not ready yet. Reading and
+    decoding all the results four times a second instead (about 5 ms a poll for 170
+    invoices, whose results hold their data) took about 1 % of 2 cores from a worker, and
+    nothing from the direct pool, whose results come through its own pipe.
     """
     deadline = time.monotonic() + timeout
+    ready: dict[str, dict[str, Any]] = {}
     while True:
-        metas = result_metas_by_id(app, task_ids)
-        if all(m and m.get("status") in ("SUCCESS", "FAILURE") for m in metas):
-            return metas
+        pending = [t for t in task_ids if t not in ready]
+        if not pending:
+            return [ready[t] for t in task_ids]
+        if _is_ready(result_metas_by_id(app, pending[-1:])[0]):
+            for task_id, meta in zip(pending, result_metas_by_id(app, pending), strict=True):
+                if meta is not None and _is_ready(meta):
+                    ready[task_id] = meta
+            if len(ready) == len(task_ids):
+                continue
         if worker is not None and not worker.alive():
             raise RuntimeError(f"worker exited:\n{worker.log_tail()}")
         if time.monotonic() > deadline:
-            return metas
+            return result_metas_by_id(app, task_ids)
         time.sleep(poll_s)
+
+
+def _is_ready(meta: Mapping[str, Any] | None) -> bool:
+    return bool(meta) and meta.get("status") in ("SUCCESS", "FAILURE")  # type: ignore[union-attr]
 
 
 def date_done_epoch(meta: Mapping[str, Any]) -> float:

@@ -23,7 +23,9 @@ Methodology
   the measured jobs are queued
   with ``PDFQueueManager.submit_batch``, which records them and then publishes up to 500
   in one Redis pipeline, so the backlog appears at once. Nothing else is submitted while
-  it runs; this process polls the result keys every 0.25 s.
+  it runs; every 0.25 s this process reads the result of the last job not done yet (and
+  all the others once that one is done: ``_common.wait_for_metas``), so it takes next to
+  no CPU from the worker.
 * Window, the same for both: from the first measured job's start (``time.time()`` when the
   job starts in its process: the pool function's first line; the task's ``started_at``)
   to the end of the last one (pool: after ``generate_pdf`` returned; pdftasks: the result's
@@ -38,9 +40,10 @@ Methodology
   job costs its process outside ``generate_pdf`` (task code, job records, result writes,
   the ack and the wait for the next message).
 * CPU per job (from /proc, between the end of the warm-up and the last result): the
-  rendering processes, the dispatcher (the pool's parent; the worker's main process) and
-  redis-server. On N busy cores, CPU used by the dispatcher and Redis is taken from the
-  renders.
+  rendering processes, the dispatcher (the pool's parent; the worker's main process),
+  redis-server and, for the worker rows, this benchmark process (the driver: it submits and
+  polls; for the pool, it is the dispatcher). On N busy cores, CPU used by the dispatcher,
+  Redis and the driver is taken from the renders.
 * The naive rows (``--no-naive`` leaves them out): what a user would otherwise write.
   "stock Celery task": ``_stock_celery.py``'s ``naive`` task on a plain ``Celery()`` app
   (one queue, default settings: prefetch 4, early acks), ``celery worker -c N``, the
@@ -323,10 +326,14 @@ def gaps(jobs: list[tuple[int, float, float]]) -> list[float]:
 
 def cpu_snapshot(renderers: list[int], dispatcher: int, redis_pid: int | None
                  ) -> dict[str, float]:
-    """CPU seconds used so far by the rendering processes, the dispatcher and Redis."""
-    return {"renderers": sum(proc_cpu_s(p) for p in renderers),
-            "dispatcher": proc_cpu_s(dispatcher),
-            "redis": proc_cpu_s(redis_pid) if redis_pid else 0.0}
+    """CPU seconds used so far by the rendering processes, the dispatcher, Redis and this
+    process (the driver: it submits and polls; when it is the dispatcher, only there)."""
+    out = {"renderers": sum(proc_cpu_s(p) for p in renderers),
+           "dispatcher": proc_cpu_s(dispatcher),
+           "redis": proc_cpu_s(redis_pid) if redis_pid else 0.0}
+    if dispatcher != os.getpid():
+        out["driver"] = proc_cpu_s(os.getpid())
+    return out
 
 
 class _ChildrenCpuMonitor(CpuMonitor):
@@ -542,13 +549,15 @@ def report(args: argparse.Namespace, phases: list[Phase], seconds: float) -> boo
               "option costs, what N+1 processes recover); the target compares the first two")
     print()
     print("CPU per job (ms, /proc, measured part): renderers = the rendering processes "
-          "(render + task code), dispatcher = pool parent / worker main process")
+          "(render + task code), dispatcher = pool parent / worker main process,\ndriver = "
+          "this benchmark (submits, polls; the pool's parent: in dispatcher)")
     cpu_rows = []
     for p in phases:
         c = p.cpu_ms
+        driver = f"{c['driver']:.1f}" if "driver" in c else "-"
         cpu_rows.append([p.name, f"{c['renderers']:.1f}", f"{c['dispatcher']:.1f}",
-                         f"{c['redis']:.1f}", f"{sum(c.values()):.1f}"])
-    print_table(["setup", "renderers", "dispatcher", "redis", "total"], cpu_rows)
+                         f"{c['redis']:.1f}", driver, f"{sum(c.values()):.1f}"])
+    print_table(["setup", "renderers", "dispatcher", "redis", "driver", "total"], cpu_rows)
     print()
     for p in phases:
         if not p.split_ms:
@@ -583,6 +592,13 @@ def report(args: argparse.Namespace, phases: list[Phase], seconds: float) -> boo
     direct = phases[0]
     print(f"at equal render speed (busy share / the pool's): {ours.busy / direct.busy:.1%}; "
           "steadier than PDFs/s when the machine's speed drifts between phases")
+    side = {p.name: sum(v for k, v in p.cpu_ms.items() if k != "renderers") for p in phases}
+    extra = side[ours.name] - side[direct.name]
+    render = statistics.mean(direct.render_ms)
+    print(f"CPU per job outside the rendering processes: {side[ours.name]:.1f} ms against the "
+          f"pool's {side[direct.name]:.1f} ({extra:+.1f} ms, {extra / render:.1%} of a "
+          f"{render:.0f} ms render); with {direct.processes} processes on "
+          f"{os.cpu_count()} CPUs it is taken from the renders")
     if any(p.failed for p in phases):
         print(f"WARNING: {sum(p.failed for p in phases)} jobs failed or did not finish")
     if any(p.other_cpu > 0.25 for p in phases):

@@ -59,7 +59,7 @@ BUDGET_S = 1500
 #: name -> (arguments, --quick arguments, time limit in seconds)
 BENCHMARKS: dict[str, tuple[list[str], list[str], float]] = {
     # The two naive rows (stock Celery, plain pool) add 2-3 minutes.
-    "throughput": (["--variant", "trace"], ["--jobs", "60"], 600),
+    "throughput": (["--variant", "trace"], ["--jobs", "60", "--rounds", "3"], 600),
     "render_cost": ([], ["--n", "6", "--n-stock-nosubset", "3", "--rounds", "3",
                          "--worker-jobs", "5"], 240),
     "multipage": ([], ["--n", "3", "--n-stock", "1"], 180),

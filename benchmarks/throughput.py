@@ -64,16 +64,22 @@ Methodology
   same cores (e.g. N + 1, so a process waiting for its next job leaves its core to
   another). Neither is part of the comparison the target is about.
 * The speed of this kind of machine drifts by tens of percent over tens of seconds (other
-  programs, and a shared host), so the jobs are split over ``--rounds`` (3) rounds; each
-  round runs every setup once (a fresh pool or worker), in an order that rotates from
-  round to round. PDFs/s = a setup's PDFs / the sum of its windows; "of limit" and the
-  target ratio = the median over the rounds of the setup's PDFs/s divided by the direct
-  pool's in the same round. The busy share is steadier than PDFs/s on such a machine: the
-  report also prints pdftasks' busy share / the pool's, the ratio the two would have at
-  equal render speed. ``other CPU`` = CPUs used by other programs meanwhile (/proc);
-  above 0.25 the phase was disturbed.
+  programs, and a shared host), so the jobs are split over ``--rounds`` (10) rounds; each
+  round runs every setup once, in an order that rotates from round to round. Every setup is
+  started and warmed up once, before the first round, and stays up: a round's phases
+  follow each other within seconds, so a drift touches the setups alike. A setup with a
+  worker is paused (``SIGSTOP`` of its process group) while the others run: even idle, a
+  worker wakes up to poll Redis and run its timers (a pdftasks worker about 0.6% of a
+  core), and left running those wake-ups slowed the direct pool's renders (pdftasks
+  printed about 2 points higher). Each pdftasks setup has its own Redis database, so the
+  workers of the others never take its jobs. PDFs/s = a setup's PDFs / the sum of its
+  windows; "of limit" and the target ratio = the median over the rounds of the setup's
+  PDFs/s divided by the direct pool's in the same round. The busy share is steadier than
+  PDFs/s on such a machine: the report also prints pdftasks' busy share / the pool's, the
+  ratio the two would have at equal render speed. ``other CPU`` = CPUs used by other
+  programs meanwhile (/proc); above 0.25 the phase was disturbed.
 
-Run: ``.venv/bin/python benchmarks/throughput.py`` (about 3-4 minutes with defaults;
+Run: ``.venv/bin/python benchmarks/throughput.py`` (about 2 minutes with defaults;
 ``--jobs 100`` for a quick check).
 """
 
@@ -84,6 +90,7 @@ import math
 import multiprocessing
 import os
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -177,31 +184,92 @@ def _pool_render(i: int) -> tuple[float, float, float, int, int]:
     return started, time.time(), result.duration_ms, result.pages, os.getpid()
 
 
-def run_direct(args: argparse.Namespace, tmp: Path, measured: list[int]) -> Phase:
-    phase = Phase(f"direct pool, {args.concurrency} processes (limit)",
-                  processes=args.concurrency)
-    ctx = multiprocessing.get_context("spawn")
-    warm = list(range(900_000, 900_000 + 2 * args.concurrency))
-    with ctx.Pool(args.concurrency, initializer=_pool_init,
-                  initargs=(str(tmp / "out-direct"),)) as pool:
-        pool.map(_pool_render, warm, chunksize=1)  # not measured; every process warm
+class Setup:
+    """One way of rendering the invoices: started (and warmed up) once, then given a share
+    of the jobs in every round, and stopped at the end."""
+
+    name = ""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def run(self, measured: list[int]) -> Phase:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def pause(self) -> None:
+        """Stop using any CPU until :meth:`resume` (while the other setups run)."""
+
+    def resume(self) -> None:
+        """Undo :meth:`pause`."""
+
+
+class WorkerSetup(Setup):
+    """A setup with a Celery worker subprocess (in its own process group): paused with
+    ``SIGSTOP`` while the other setups run, since even idle it wakes up to poll Redis and
+    run its timers (about 0.6% of a core for a pdftasks worker), which would be taken from
+    them."""
+
+    worker: WorkerProcess | None = None
+
+    def pause(self) -> None:
+        if self.worker is not None and self.worker.proc is not None:
+            os.killpg(self.worker.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.worker is not None and self.worker.proc is not None:
+            os.killpg(self.worker.proc.pid, signal.SIGCONT)
+
+
+class PoolSetup(Setup):
+    """A ``multiprocessing`` (spawn) pool: the direct pool (a warm ``PDFService`` per
+    process, the limit) or, ``naive``, a plain pool rendering each job naively."""
+
+    def __init__(self, args: argparse.Namespace, tmp: Path, naive: bool = False) -> None:
+        self.c = args.concurrency
+        self.name = (f"naive: process pool, {self.c} processes" if naive
+                     else f"direct pool, {self.c} processes (limit)")
+        self.init, self.render = ((_naive_init, _naive_pool_render) if naive
+                                  else (_pool_init, _pool_render))
+        self.out = tmp / ("out-naive" if naive else "out-direct")
+        self.pool: Any = None
+        self.kids: list[int] = []
+
+    def start(self) -> None:
+        others = set(child_pids(os.getpid()))
+        self.pool = multiprocessing.get_context("spawn").Pool(
+            self.c, initializer=self.init, initargs=(str(self.out),))
+        warm = list(range(900_000, 900_000 + 2 * self.c))
+        self.pool.map(self.render, warm, chunksize=1)  # not measured; every process warm
+        # This pool's processes (not the other setups', which are this process's children
+        # too).
+        self.kids = [p for p in child_pids(os.getpid()) if p not in others]
+
+    def run(self, measured: list[int]) -> Phase:
+        phase = Phase(self.name, processes=self.c)
         cpu = _ChildrenCpuMonitor([])
         cpu.start()
-        kids = child_pids(os.getpid())
-        before = cpu_snapshot(kids, os.getpid(), None)
-        done = list(pool.imap_unordered(_pool_render, measured, chunksize=1))
-        after = cpu_snapshot(kids, os.getpid(), None)
+        before = cpu_snapshot(self.kids, os.getpid(), None)
+        done = list(self.pool.imap_unordered(self.render, measured, chunksize=1))
+        after = cpu_snapshot(self.kids, os.getpid(), None)
         phase.other_cpu = cpu.foreign_cores()
-    starts, ends = [d[0] for d in done], [d[1] for d in done]
-    phase.jobs = len(done)
-    phase.window_s = max(ends) - min(starts)
-    phase.render_ms = [d[2] for d in done]
-    phase.pids = len({d[4] for d in done})
-    phase.cpu_ms = {k: (after[k] - before[k]) * 1000 / len(done) for k in before}
-    phase.gaps_ms = gaps([(d[4], d[0], d[2]) for d in done])
-    if {d[3] for d in done} != {1}:
-        raise RuntimeError("expected one-page invoices")
-    return phase
+        phase.jobs = len(done)
+        phase.window_s = max(d[1] for d in done) - min(d[0] for d in done)
+        phase.render_ms = [d[2] for d in done]
+        phase.pids = len({d[4] for d in done})
+        phase.cpu_ms = {k: (after[k] - before[k]) * 1000 / len(done) for k in before}
+        phase.gaps_ms = gaps([(d[4], d[0], d[2]) for d in done])
+        if {d[3] for d in done} != {1}:
+            raise RuntimeError("expected one-page invoices")
+        return phase
+
+    def stop(self) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+            self.pool = None
 
 
 # The naive rows: what a user would otherwise write (functions at module level: spawn).
@@ -224,78 +292,69 @@ def _naive_pool_render(i: int) -> tuple[float, float, float, int, int]:
     return started, time.time(), ms, 1, os.getpid()
 
 
-def run_naive_pool(args: argparse.Namespace, tmp: Path, measured: list[int]) -> Phase:
-    """A plain process pool, each job rendered naively (``_common.naive_render``)."""
-    phase = Phase(f"naive: process pool, {args.concurrency} processes",
-                  processes=args.concurrency)
-    ctx = multiprocessing.get_context("spawn")
-    warm = list(range(900_000, 900_000 + 2 * args.concurrency))
-    with ctx.Pool(args.concurrency, initializer=_naive_init,
-                  initargs=(str(tmp / "out-naive"),)) as pool:
-        pool.map(_naive_pool_render, warm, chunksize=1)
-        cpu = _ChildrenCpuMonitor([])
-        cpu.start()
-        kids = child_pids(os.getpid())
-        before = cpu_snapshot(kids, os.getpid(), None)
-        done = list(pool.imap_unordered(_naive_pool_render, measured, chunksize=1))
-        after = cpu_snapshot(kids, os.getpid(), None)
-        phase.other_cpu = cpu.foreign_cores()
-    phase.jobs = len(done)
-    phase.window_s = max(d[1] for d in done) - min(d[0] for d in done)
-    phase.render_ms = [d[2] for d in done]
-    phase.pids = len({d[4] for d in done})
-    phase.cpu_ms = {k: (after[k] - before[k]) * 1000 / len(done) for k in before}
-    phase.gaps_ms = gaps([(d[4], d[0], d[2]) for d in done])
-    return phase
-
-
-def run_stock_naive(args: argparse.Namespace, tmp: Path, server: RedisServer,
-                    measured: list[int]) -> Phase:
+class StockNaiveSetup(WorkerSetup):
     """Stock Celery (``_stock_celery.py``: one queue, default settings) with a plain task
-    that renders naively; the backlog is queued at once with ``.delay()``."""
-    from pdftasks.samples import sample_invoice
+    that renders naively; each round's backlog is queued at once with ``.delay()``."""
 
-    os.environ["BENCH_STOCK_BROKER_URL"] = server.url(1)
-    import _stock_celery as stock
+    def __init__(self, args: argparse.Namespace, tmp: Path, server: RedisServer) -> None:
+        self.args, self.tmp, self.server = args, tmp, server
+        self.c = args.concurrency
+        self.name = f"naive: stock Celery task, -c {self.c}"
+        self.worker: WorkerProcess | None = None
+        self.held: list[Any] = []
 
-    c = args.concurrency
-    phase = Phase(f"naive: stock Celery task, -c {c}", processes=c)
-    hostname = f"bench-stock-naive-{os.getpid()}@localhost"
-    env = {k: v for k, v in os.environ.items() if k.startswith("PDFTASKS_")}
-    env.update(PDFTASKS_OUTPUT_DIR=str(tmp / "out-stock"), BENCH_STOCK_BROKER_URL=server.url(1),
-               PYTHONPATH=os.pathsep.join([str(BENCH_DIR),
-                                           *filter(None, [os.environ.get("PYTHONPATH")])]))
-    worker = WorkerProcess([sys.executable, "-m", "celery", "-A", "_stock_celery", "worker",
-                            "-c", str(c), "-n", hostname], env=env,
-                           log_path=tmp / "stock-worker.log", cwd=tmp)
-    held: list[Any] = []
-    try:
+    def start(self) -> None:
+        from pdftasks.samples import sample_invoice
+
+        os.environ["BENCH_STOCK_BROKER_URL"] = self.server.url(1)
+        import _stock_celery as stock
+
+        self.stock = stock
+        hostname = f"bench-stock-naive-{os.getpid()}@localhost"
+        env = {k: v for k, v in os.environ.items() if k.startswith("PDFTASKS_")}
+        env.update(PDFTASKS_OUTPUT_DIR=str(self.tmp / "out-stock"),
+                   BENCH_STOCK_BROKER_URL=self.server.url(1),
+                   PYTHONPATH=os.pathsep.join([str(BENCH_DIR),
+                                               *filter(None, [os.environ.get("PYTHONPATH")])]))
+        self.worker = worker = WorkerProcess(
+            [sys.executable, "-m", "celery", "-A", "_stock_celery", "worker", "-c", str(self.c),
+             "-n", hostname], env=env, log_path=self.tmp / "stock-worker.log", cwd=self.tmp)
         worker.start()
-        assert worker.proc is not None and server.proc is not None
-        cpu = CpuMonitor([worker.proc.pid, server.proc.pid])
-        cpu.start()
         worker.wait_ready(celery_ping(stock.app, hostname), timeout=90)
         warm = [stock.naive.delay(TEMPLATE, sample_invoice(900_000 + i), f"warm_{i}.pdf")
-                for i in range(2 * c)]
-        held += warm
+                for i in range(2 * self.c)]
+        self.held += warm
         wait_for_metas(stock.app, [r.id for r in warm], timeout=120, worker=worker,
                        poll_s=0.05)
         time.sleep(0.5)
+
+    def run(self, measured: list[int]) -> Phase:
+        from pdftasks.samples import sample_invoice
+
+        stock, worker, server = self.stock, self.worker, self.server
+        assert worker is not None and worker.proc is not None and server.proc is not None
+        phase = Phase(self.name, processes=self.c)
+        cpu = CpuMonitor([worker.proc.pid, server.proc.pid])
+        cpu.start()
         kids = child_pids(worker.proc.pid)
         before = cpu_snapshot(kids, worker.proc.pid, server.proc.pid)
         backlog = [stock.naive.delay(TEMPLATE, sample_invoice(i), f"inv_{i:05d}.pdf")
                    for i in measured]
-        held += backlog
+        self.held += backlog
         log(f"stock naive: {len(backlog)} tasks queued")
-        metas = wait_for_metas(stock.app, [r.id for r in backlog], timeout=args.timeout,
+        metas = wait_for_metas(stock.app, [r.id for r in backlog], timeout=self.args.timeout,
                                worker=worker)
         after = cpu_snapshot(kids, worker.proc.pid, server.proc.pid)
         phase.other_cpu = cpu.foreign_cores()
-    finally:
-        release_results(stock.app, held)
-        worker.stop()
-    fill_phase(phase, metas, len(measured), before, after, worker, "naive task")
-    return phase
+        fill_phase(phase, metas, len(measured), before, after, worker, "naive task")
+        return phase
+
+    def stop(self) -> None:
+        if self.worker is not None:
+            self.resume()
+            release_results(self.stock.app, self.held)
+            self.worker.stop()
+            self.worker = None
 
 
 def fill_phase(phase: Any, metas: list[Any], expected: int, before: dict[str, float],
@@ -352,52 +411,72 @@ class _ChildrenCpuMonitor(CpuMonitor):
         return total
 
 
-def run_pdftasks(args: argparse.Namespace, tmp: Path, server: RedisServer, measured: list[int],
-                 variant: str = "", concurrency: int = 0, tree: str = "") -> Phase:
-    from pdftasks import PDFQueueManager, RedisBackend
-    from pdftasks.celery_app import app, queue_names
-    from pdftasks.samples import sample_invoice
+class PdftasksSetup(WorkerSetup):
+    """``pdftasks worker -c N`` (stock settings, a ``--variant``, another tree or another
+    concurrency) on its own database of the Redis server, so that the workers of the other
+    setups, idle meanwhile, never take its jobs."""
 
-    label = f"variant {variant}" if variant else "stock settings"
-    c = concurrency or args.concurrency
-    if concurrency:
-        label = f"stock settings, {c} processes"
-    if tree:
-        label = f"the pdftasks of {tree}"
-    phase = Phase(f"pdftasks worker -c {c} ({label})", processes=c)
-    manager = PDFQueueManager(backend=RedisBackend(url=server.url(0)))
-    warm_ids = manager.submit_batch(
-        [{"template": TEMPLATE, "data": sample_invoice(900_000 + i),
-          "output": f"warm_{i:03d}.pdf", "priority": "high"}
-         for i in range(2 * c)])
-    backlog = [{"template": TEMPLATE, "data": sample_invoice(i), "output": f"inv_{i:05d}.pdf",
-                "priority": "normal"} for i in measured]
-    hostname = f"bench-throughput-{os.getpid()}-{len(variant)}-{c}@localhost"
-    worker = pdftasks_worker(c, hostname, tmp / "worker.log", cwd=tmp)
-    if variant:  # the same worker command line, on _variant_app (see that module)
-        worker.argv = [sys.executable, "-m", "celery", "-A", "_variant_app", "worker",
-                       "-Q", ",".join(queue_names(manager.settings.queue_namespace)), "-c", str(c),
-                       "--prefetch-multiplier", "1", "-O", "fair", "-n", hostname,
-                       "-l", "WARNING" if "warning-logs" in variant else "INFO"]
-        worker.env.update(BENCH_VARIANT=variant, PYTHONPATH=os.pathsep.join(
-            p for p in (str(BENCH_DIR), os.environ.get("PYTHONPATH", "")) if p))
-    if tree:  # another checkout's pdftasks (e.g. an older commit) for a same-run comparison
-        worker.env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (tree, os.environ.get("PYTHONPATH", "")) if p)
-    trace_dir = tmp / f"trace-{len(os.listdir(tmp))}"
-    if "trace" in variant:
-        trace_dir.mkdir()
-        worker.env["BENCH_TRACE_DIR"] = str(trace_dir)
-    try:
+    def __init__(self, args: argparse.Namespace, tmp: Path, server: RedisServer, db: int,
+                 variant: str = "", concurrency: int = 0, tree: str = "") -> None:
+        self.args, self.tmp, self.server, self.db = args, tmp, server, db
+        self.variant, self.tree = variant, tree
+        self.c = concurrency or args.concurrency
+        label = f"variant {variant}" if variant else "stock settings"
+        if concurrency:
+            label = f"stock settings, {self.c} processes"
+        if tree:
+            label = f"the pdftasks of {tree}"
+        self.name = f"pdftasks worker -c {self.c} ({label})"
+        self.worker: WorkerProcess | None = None
+        self.trace_dir = tmp / f"trace-{db}"
+
+    def start(self) -> None:
+        from pdftasks import PDFQueueManager, RedisBackend
+        from pdftasks.celery_app import queue_names
+        from pdftasks.samples import sample_invoice
+
+        c, variant, tree = self.c, self.variant, self.tree
+        url = self.server.url(self.db)
+        self.manager = manager = PDFQueueManager(backend=RedisBackend(url=url))
+        warm_ids = manager.submit_batch(
+            [{"template": TEMPLATE, "data": sample_invoice(900_000 + i),
+              "output": f"warm_{i:03d}.pdf", "priority": "high"}
+             for i in range(2 * c)])
+        hostname = f"bench-throughput-{os.getpid()}-{self.db}@localhost"
+        self.worker = worker = pdftasks_worker(
+            c, hostname, self.tmp / f"worker-{self.db}.log", cwd=self.tmp,
+            extra_env={"PDFTASKS_BROKER_URL": url})
+        if variant:  # the same worker command line, on _variant_app (see that module)
+            worker.argv = [sys.executable, "-m", "celery", "-A", "_variant_app", "worker",
+                           "-Q", ",".join(queue_names(manager.settings.queue_namespace)),
+                           "-c", str(c), "--prefetch-multiplier", "1", "-O", "fair",
+                           "-n", hostname,
+                           "-l", "WARNING" if "warning-logs" in variant else "INFO"]
+            worker.env.update(BENCH_VARIANT=variant, PYTHONPATH=os.pathsep.join(
+                p for p in (str(BENCH_DIR), os.environ.get("PYTHONPATH", "")) if p))
+        if tree:  # another checkout's pdftasks (e.g. an older commit) for a same-run comparison
+            worker.env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (tree, os.environ.get("PYTHONPATH", "")) if p)
+        if "trace" in variant:
+            self.trace_dir.mkdir()
+            worker.env["BENCH_TRACE_DIR"] = str(self.trace_dir)
         worker.start()
-        assert worker.proc is not None and server.proc is not None
-        cpu = CpuMonitor([worker.proc.pid, server.proc.pid])
-        cpu.start()
-        worker.wait_ready(celery_ping(app, hostname), timeout=90)
-        wait_for_metas(app, warm_ids, timeout=120, worker=worker, poll_s=0.05)
+        worker.wait_ready(celery_ping(manager.app, hostname), timeout=90)
+        wait_for_metas(manager.app, warm_ids, timeout=120, worker=worker, poll_s=0.05)
         time.sleep(0.5)  # let the last warm-up's ack and events settle: the worker is idle
         if "events" not in variant.split(",") and not tree:
             wait_task_events_off(worker, variant)
+
+    def run(self, measured: list[int]) -> Phase:
+        from pdftasks.samples import sample_invoice
+
+        worker, server, manager = self.worker, self.server, self.manager
+        assert worker is not None and worker.proc is not None and server.proc is not None
+        phase = Phase(self.name, processes=self.c)
+        backlog = [{"template": TEMPLATE, "data": sample_invoice(i),
+                    "output": f"inv_{i:05d}.pdf", "priority": "normal"} for i in measured]
+        cpu = CpuMonitor([worker.proc.pid, server.proc.pid])
+        cpu.start()
         kids = child_pids(worker.proc.pid)
         before = cpu_snapshot(kids, worker.proc.pid, server.proc.pid)
         # The whole backlog appears at once: submit_batch publishes in one Redis pipeline
@@ -406,18 +485,22 @@ def run_pdftasks(args: argparse.Namespace, tmp: Path, server: RedisServer, measu
         for start in range(0, len(backlog), 500):
             ids += manager.submit_batch(backlog[start:start + 500])
         log(f"pdftasks: {len(ids)} jobs queued on the warm, idle worker")
-        metas = wait_for_metas(app, ids, timeout=args.timeout, worker=worker)
+        metas = wait_for_metas(manager.app, ids, timeout=self.args.timeout, worker=worker)
         after = cpu_snapshot(kids, worker.proc.pid, server.proc.pid)
         phase.other_cpu = cpu.foreign_cores()
-    finally:
-        worker.stop()
-    results = fill_phase(phase, metas, len(ids), before, after, worker, "job")
-    if {r["pages"] for r in results} != {1}:
-        raise RuntimeError("expected one-page invoices")
-    if "trace" in variant:
-        phase.split_ms = trace_split(trace_dir, {m["task_id"] for m in metas
-                                                 if m and m.get("status") == "SUCCESS"})
-    return phase
+        results = fill_phase(phase, metas, len(ids), before, after, worker, "job")
+        if {r["pages"] for r in results} != {1}:
+            raise RuntimeError("expected one-page invoices")
+        if "trace" in self.variant:
+            phase.split_ms = trace_split(self.trace_dir, {
+                m["task_id"] for m in metas if m and m.get("status") == "SUCCESS"})
+        return phase
+
+    def stop(self) -> None:
+        if self.worker is not None:
+            self.resume()
+            self.worker.stop()
+            self.worker = None
 
 
 def wait_task_events_off(worker: Any, variant: str) -> None:
@@ -617,7 +700,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=500, help="invoices per setup")
     parser.add_argument("-c", "--concurrency", type=int, default=os.cpu_count() or 2,
                         help="processes in each setup")
-    parser.add_argument("--rounds", type=int, default=3,
+    parser.add_argument("--rounds", type=int, default=10,
                         help="alternating rounds the jobs are split over (against slow drifts "
                              "of other load)")
     parser.add_argument("--variant", action="append", default=[],
@@ -642,42 +725,50 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="pdftasks-throughput-"))
     server = RedisServer(tmp / "redis")
     phases: list[Phase] = []
+    running: list[Setup] = []
     try:
         with sigterm_as_exit():
             server.start()
-            import redis
-
             use_pdftasks_env(tmp, server.url(0), output="out-pdftasks")
             ids = list(range(1, args.jobs + 1))
-            setups: list[tuple[str, Any]] = [
-                ("direct", lambda jobs: run_direct(args, tmp, jobs)),
-                ("pdftasks", lambda jobs: run_pdftasks(args, tmp, server, jobs))]
-            if not args.no_naive:
-                setups += [("stock Celery, naive", lambda jobs: run_stock_naive(
-                                args, tmp, server, jobs)),
-                           ("naive pool", lambda jobs: run_naive_pool(args, tmp, jobs))]
-            setups += [(v, lambda jobs, v=v: run_pdftasks(args, tmp, server, jobs, v))
-                       for v in args.variant]
+            setups: list[Setup] = [PoolSetup(args, tmp),
+                                   PdftasksSetup(args, tmp, server, db=0)]
+            if not args.no_naive:  # (database 1: the stock Celery app's)
+                setups += [StockNaiveSetup(args, tmp, server), PoolSetup(args, tmp, naive=True)]
+            extra = [{"variant": v} for v in args.variant]
             if args.also_tree:
-                setups.append(("tree", lambda jobs: run_pdftasks(
-                    args, tmp, server, jobs, tree=args.also_tree)))
+                extra.append({"tree": args.also_tree})
             if args.also_concurrency:
-                setups.append((f"-c {args.also_concurrency}", lambda jobs: run_pdftasks(
-                    args, tmp, server, jobs, concurrency=args.also_concurrency)))
+                extra.append({"concurrency": args.also_concurrency})
+            setups += [PdftasksSetup(args, tmp, server, db=2 + k, **kw)
+                       for k, kw in enumerate(extra)]
+            for setup in setups:
+                log(f"starting: {setup.name}")
+                running.append(setup)
+                setup.start()
+                setup.pause()
             for r in range(args.rounds):
                 jobs = ids[r::args.rounds]
                 log(f"round {r + 1}/{args.rounds}: {len(jobs)} invoices per setup")
                 for k in range(len(setups)):  # the order rotates every round
-                    label, run = setups[(r + k) % len(setups)]
-                    redis.Redis.from_url(server.url(0)).flushall()
-                    phase = run(jobs)
+                    setup = setups[(r + k) % len(setups)]
+                    setup.resume()
+                    try:
+                        phase = setup.run(jobs)
+                    finally:
+                        setup.pause()
                     phase.round = r
                     phases.append(phase)
-                    log(f"{label}: {phase.rate:.2f} PDFs/s")
+                    log(f"{setup.name}: {phase.rate:.2f} PDFs/s")
     except KeyboardInterrupt:
         log("interrupted; cleaning up")
         return 130
     finally:
+        for setup in reversed(running):
+            try:
+                setup.stop()
+            except Exception as exc:  # the others are stopped all the same
+                log(f"stopping {setup.name} failed: {exc!r}")
         server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     met = report(args, phases, time.monotonic() - begin)

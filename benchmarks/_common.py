@@ -444,7 +444,7 @@ def wait_for_metas(app: Any, task_ids: Sequence[str], timeout: float,
 
 
 def _is_ready(meta: Mapping[str, Any] | None) -> bool:
-    return bool(meta) and meta.get("status") in ("SUCCESS", "FAILURE")  # type: ignore[union-attr]
+    return meta is not None and meta.get("status") in ("SUCCESS", "FAILURE")
 
 
 def date_done_epoch(meta: Mapping[str, Any]) -> float:

@@ -207,12 +207,56 @@ class Setup:
 
 
 class WorkerSetup(Setup):
-    """A setup with a Celery worker subprocess (in its own process group): paused with
-    ``SIGSTOP`` while the other setups run, since even idle it wakes up to poll Redis and
-    run its timers (about 0.6% of a core for a pdftasks worker), which would be taken from
-    them."""
+    """A setup with a Celery worker subprocess (in its own process group) on ``server``.
 
+    ``run`` measures one backlog: ``backlog`` builds it (outside the measurement), ``submit``
+    queues it and returns the app to read the results with and the task ids; ``check`` looks
+    at the finished phase. The worker is paused with ``SIGSTOP`` while the other setups run,
+    since even idle it wakes up to poll Redis and run its timers (about 0.6% of a core for a
+    pdftasks worker), which would be taken from them.
+    """
+
+    args: argparse.Namespace
+    server: RedisServer
+    c = 0
+    what = "job"
     worker: WorkerProcess | None = None
+
+    def backlog(self, measured: list[int]) -> list[Any]:
+        raise NotImplementedError
+
+    def submit(self, backlog: list[Any]) -> tuple[Any, list[str]]:
+        raise NotImplementedError
+
+    def check(self, phase: Phase, metas: list[Any], results: list[dict[str, Any]]) -> None:
+        """Checks and extra figures of a finished phase (nothing by default)."""
+
+    def run(self, measured: list[int]) -> Phase:
+        worker, server = self.worker, self.server
+        assert worker is not None and worker.proc is not None and server.proc is not None
+        phase = Phase(self.name, processes=self.c)
+        backlog = self.backlog(measured)
+        cpu = CpuMonitor([worker.proc.pid, server.proc.pid])
+        cpu.start()
+        kids = child_pids(worker.proc.pid)
+        before = cpu_snapshot(kids, worker.proc.pid, server.proc.pid)
+        app, ids = self.submit(backlog)
+        metas = wait_for_metas(app, ids, timeout=self.args.timeout, worker=worker)
+        after = cpu_snapshot(kids, worker.proc.pid, server.proc.pid)
+        phase.other_cpu = cpu.foreign_cores()
+        results = fill_phase(phase, metas, len(ids), before, after, worker, self.what)
+        self.check(phase, metas, results)
+        return phase
+
+    def release(self) -> None:
+        """What to give back before the worker stops (nothing by default)."""
+
+    def stop(self) -> None:
+        if self.worker is not None:
+            self.resume()  # a stopped process would not see the SIGTERM
+            self.release()
+            self.worker.stop()
+            self.worker = None
 
     def pause(self) -> None:
         if self.worker is not None and self.worker.proc is not None:
@@ -221,6 +265,11 @@ class WorkerSetup(Setup):
     def resume(self) -> None:
         if self.worker is not None and self.worker.proc is not None:
             os.killpg(self.worker.proc.pid, signal.SIGCONT)
+
+
+def _pythonpath(first: str) -> str:
+    """``first``, then this process's ``PYTHONPATH``."""
+    return os.pathsep.join(p for p in (first, os.environ.get("PYTHONPATH", "")) if p)
 
 
 class PoolSetup(Setup):
@@ -296,11 +345,12 @@ class StockNaiveSetup(WorkerSetup):
     """Stock Celery (``_stock_celery.py``: one queue, default settings) with a plain task
     that renders naively; each round's backlog is queued at once with ``.delay()``."""
 
+    what = "naive task"
+
     def __init__(self, args: argparse.Namespace, tmp: Path, server: RedisServer) -> None:
         self.args, self.tmp, self.server = args, tmp, server
         self.c = args.concurrency
         self.name = f"naive: stock Celery task, -c {self.c}"
-        self.worker: WorkerProcess | None = None
         self.held: list[Any] = []
 
     def start(self) -> None:
@@ -314,8 +364,7 @@ class StockNaiveSetup(WorkerSetup):
         env = {k: v for k, v in os.environ.items() if k.startswith("PDFTASKS_")}
         env.update(PDFTASKS_OUTPUT_DIR=str(self.tmp / "out-stock"),
                    BENCH_STOCK_BROKER_URL=self.server.url(1),
-                   PYTHONPATH=os.pathsep.join([str(BENCH_DIR),
-                                               *filter(None, [os.environ.get("PYTHONPATH")])]))
+                   PYTHONPATH=_pythonpath(str(BENCH_DIR)))
         self.worker = worker = WorkerProcess(
             [sys.executable, "-m", "celery", "-A", "_stock_celery", "worker", "-c", str(self.c),
              "-n", hostname], env=env, log_path=self.tmp / "stock-worker.log", cwd=self.tmp)
@@ -328,33 +377,19 @@ class StockNaiveSetup(WorkerSetup):
                        poll_s=0.05)
         time.sleep(0.5)
 
-    def run(self, measured: list[int]) -> Phase:
+    def backlog(self, measured: list[int]) -> list[Any]:
         from pdftasks.samples import sample_invoice
 
-        stock, worker, server = self.stock, self.worker, self.server
-        assert worker is not None and worker.proc is not None and server.proc is not None
-        phase = Phase(self.name, processes=self.c)
-        cpu = CpuMonitor([worker.proc.pid, server.proc.pid])
-        cpu.start()
-        kids = child_pids(worker.proc.pid)
-        before = cpu_snapshot(kids, worker.proc.pid, server.proc.pid)
-        backlog = [stock.naive.delay(TEMPLATE, sample_invoice(i), f"inv_{i:05d}.pdf")
-                   for i in measured]
-        self.held += backlog
-        log(f"stock naive: {len(backlog)} tasks queued")
-        metas = wait_for_metas(stock.app, [r.id for r in backlog], timeout=self.args.timeout,
-                               worker=worker)
-        after = cpu_snapshot(kids, worker.proc.pid, server.proc.pid)
-        phase.other_cpu = cpu.foreign_cores()
-        fill_phase(phase, metas, len(measured), before, after, worker, "naive task")
-        return phase
+        return [(TEMPLATE, sample_invoice(i), f"inv_{i:05d}.pdf") for i in measured]
 
-    def stop(self) -> None:
-        if self.worker is not None:
-            self.resume()
-            release_results(self.stock.app, self.held)
-            self.worker.stop()
-            self.worker = None
+    def submit(self, backlog: list[Any]) -> tuple[Any, list[str]]:
+        queued = [self.stock.naive.delay(*task) for task in backlog]
+        self.held += queued
+        log(f"stock naive: {len(queued)} tasks queued")
+        return self.stock.app, [r.id for r in queued]
+
+    def release(self) -> None:
+        release_results(self.stock.app, self.held)
 
 
 def fill_phase(phase: Any, metas: list[Any], expected: int, before: dict[str, float],
@@ -427,7 +462,6 @@ class PdftasksSetup(WorkerSetup):
         if tree:
             label = f"the pdftasks of {tree}"
         self.name = f"pdftasks worker -c {self.c} ({label})"
-        self.worker: WorkerProcess | None = None
         self.trace_dir = tmp / f"trace-{db}"
 
     def start(self) -> None:
@@ -452,11 +486,9 @@ class PdftasksSetup(WorkerSetup):
                            "-c", str(c), "--prefetch-multiplier", "1", "-O", "fair",
                            "-n", hostname,
                            "-l", "WARNING" if "warning-logs" in variant else "INFO"]
-            worker.env.update(BENCH_VARIANT=variant, PYTHONPATH=os.pathsep.join(
-                p for p in (str(BENCH_DIR), os.environ.get("PYTHONPATH", "")) if p))
+            worker.env.update(BENCH_VARIANT=variant, PYTHONPATH=_pythonpath(str(BENCH_DIR)))
         if tree:  # another checkout's pdftasks (e.g. an older commit) for a same-run comparison
-            worker.env["PYTHONPATH"] = os.pathsep.join(
-                p for p in (tree, os.environ.get("PYTHONPATH", "")) if p)
+            worker.env["PYTHONPATH"] = _pythonpath(tree)
         if "trace" in variant:
             self.trace_dir.mkdir()
             worker.env["BENCH_TRACE_DIR"] = str(self.trace_dir)
@@ -467,40 +499,27 @@ class PdftasksSetup(WorkerSetup):
         if "events" not in variant.split(",") and not tree:
             wait_task_events_off(worker, variant)
 
-    def run(self, measured: list[int]) -> Phase:
+    def backlog(self, measured: list[int]) -> list[Any]:
         from pdftasks.samples import sample_invoice
 
-        worker, server, manager = self.worker, self.server, self.manager
-        assert worker is not None and worker.proc is not None and server.proc is not None
-        phase = Phase(self.name, processes=self.c)
-        backlog = [{"template": TEMPLATE, "data": sample_invoice(i),
-                    "output": f"inv_{i:05d}.pdf", "priority": "normal"} for i in measured]
-        cpu = CpuMonitor([worker.proc.pid, server.proc.pid])
-        cpu.start()
-        kids = child_pids(worker.proc.pid)
-        before = cpu_snapshot(kids, worker.proc.pid, server.proc.pid)
+        return [{"template": TEMPLATE, "data": sample_invoice(i), "output": f"inv_{i:05d}.pdf",
+                 "priority": "normal"} for i in measured]
+
+    def submit(self, backlog: list[Any]) -> tuple[Any, list[str]]:
         # The whole backlog appears at once: submit_batch publishes in one Redis pipeline
         # (up to 500 jobs) after recording the jobs, so the workers find it all queued.
         ids = []
         for start in range(0, len(backlog), 500):
-            ids += manager.submit_batch(backlog[start:start + 500])
+            ids += self.manager.submit_batch(backlog[start:start + 500])
         log(f"pdftasks: {len(ids)} jobs queued on the warm, idle worker")
-        metas = wait_for_metas(manager.app, ids, timeout=self.args.timeout, worker=worker)
-        after = cpu_snapshot(kids, worker.proc.pid, server.proc.pid)
-        phase.other_cpu = cpu.foreign_cores()
-        results = fill_phase(phase, metas, len(ids), before, after, worker, "job")
+        return self.manager.app, ids
+
+    def check(self, phase: Phase, metas: list[Any], results: list[dict[str, Any]]) -> None:
         if {r["pages"] for r in results} != {1}:
             raise RuntimeError("expected one-page invoices")
         if "trace" in self.variant:
             phase.split_ms = trace_split(self.trace_dir, {
                 m["task_id"] for m in metas if m and m.get("status") == "SUCCESS"})
-        return phase
-
-    def stop(self) -> None:
-        if self.worker is not None:
-            self.resume()
-            self.worker.stop()
-            self.worker = None
 
 
 def wait_task_events_off(worker: Any, variant: str) -> None:

@@ -111,7 +111,8 @@ class QoS(kombu_redis.QoS):
       the next message's unacked record (taken right after, when there is a backlog), or
       the event loop's timer once it is ``ACK_FLUSH_S / 2`` old (so at the latest
       ``ACK_FLUSH_S`` later; with a backlog the next message comes first and the timer
-      writes nothing), and when the channel closes. One
+      writes nothing), and when the channel closes. The timer runs only while some
+      acknowledgement is not written: an idle worker has none to wake up for. One
       round trip less per job in the worker's main process, and the next ``BRPOP`` is sent
       without waiting for one. A process killed in between leaves the record of a message
       whose job ended: it is delivered again after the visibility timeout and does nothing
@@ -133,6 +134,7 @@ class QoS(kombu_redis.QoS):
         if not self.unwritten_acks:
             self.unwritten_since = time.monotonic()
         self.unwritten_acks.append(delivery_tag)
+        self.channel.connection.arm_ack_flush()
         kombu_virtual.QoS.ack(self, delivery_tag)  # the prefetch slot, in memory
 
     @contextlib.contextmanager
@@ -151,6 +153,10 @@ class QoS(kombu_redis.QoS):
                 if tags and not self.unwritten_acks:
                     self.unwritten_since = time.monotonic()
                 self.unwritten_acks[:0] = tags  # not written: with the next command
+                if tags:
+                    arm = getattr(self.channel.connection, "arm_ack_flush", None)
+                    if arm is not None:
+                        arm()
                 raise
 
     def flush_acks(self, older_than: float = 0.0) -> None:
@@ -259,17 +265,37 @@ class Transport(kombu_redis.Transport):
     Channel = Channel
     #: True while an event loop writes deferred acknowledgements (``QoS.ack``).
     defers_acks = False
+    #: The event loop that does, and its pending flush timer (None: none pending).
+    _loop: Any = None
     _ack_tref: Any = None
 
     def register_with_event_loop(self, connection: Any, loop: Any) -> None:
         super().register_with_event_loop(connection, loop)
         if self._ack_tref is not None:  # registered again after a reconnect
             self._ack_tref.cancel()
-        # Every ACK_FLUSH_S / 2, the acknowledgements at least that old: at most ACK_FLUSH_S
-        # late, and none written on their own while the next messages keep coming.
-        self._ack_tref = loop.call_repeatedly(ACK_FLUSH_S / 2, self.flush_acks,
-                                              ACK_FLUSH_S / 2)
+            self._ack_tref = None
+        self._loop = loop
         self.defers_acks = True
+        self.arm_ack_flush()  # acknowledgements left from before the reconnect, if any
+
+    def arm_ack_flush(self) -> None:
+        """Make sure the event loop's flush timer is pending if some acknowledgement is not
+        written yet. A one-shot timer, armed again from ``_ack_timer`` while some remain:
+        a repeating one woke an idle worker ten times a second for nothing."""
+        if self._ack_tref is not None or self._loop is None:
+            return
+        if any(channel.qos.unwritten_acks for channel in list(self.channels)):
+            self._ack_tref = self._loop.call_later(ACK_FLUSH_S / 2, self._ack_timer)
+
+    def _ack_timer(self) -> None:
+        # Every ACK_FLUSH_S / 2 while some are unwritten, those at least that old: at most
+        # ACK_FLUSH_S late, and none written on their own while the next messages keep
+        # coming (each message's unacked record writes them).
+        self._ack_tref = None
+        try:
+            self.flush_acks(ACK_FLUSH_S / 2)
+        finally:
+            self.arm_ack_flush()
 
     def flush_acks(self, older_than: float = 0.0) -> None:
         for channel in list(self.channels):

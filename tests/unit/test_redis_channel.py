@@ -85,3 +85,41 @@ def test_outside_an_event_loop_an_acknowledgement_is_written_at_once(
     message.ack()
     assert redis_client.hlen("unacked") == 0 and channel.qos.unwritten_acks == []
     conn.release()
+
+
+def _flush_timers(hub) -> list:
+    """The event loop's pending acknowledgement-flush timers."""
+    return [s.entry for s in hub.timer.queue if not s.entry.canceled
+            and getattr(s.entry.fun, "__name__", "") == "_ack_timer"]
+
+
+def test_the_acknowledgement_timer_runs_only_while_one_is_unwritten(
+        redis_url, redis_client) -> None:
+    from kombu.asynchronous import Hub
+
+    # Given a channel registered with a worker's event loop
+    conn = Connection(redis_url, transport=Transport)
+    channel = conn.default_channel
+    hub = Hub()
+    conn.transport.register_with_event_loop(conn.connection, hub)
+    queue = "timer-acks"
+    channel.queue_declare(queue)
+    channel.basic_publish(channel.prepare_message("m"), exchange="", routing_key=queue)
+    # Then with nothing to write, no flush timer wakes the (idle) loop
+    assert _flush_timers(hub) == []
+    message = channel.basic_get(queue)
+    assert redis_client.hlen("unacked") == 1
+    # When the message is acknowledged: one timer, armed once for many acknowledgements
+    message.ack()
+    assert len(_flush_timers(hub)) == 1 and redis_client.hlen("unacked") == 1
+    conn.transport.arm_ack_flush()
+    assert len(_flush_timers(hub)) == 1
+    # Then once it is due it writes the acknowledgement and is not armed again
+    deadline = time.monotonic() + 5
+    while redis_client.hlen("unacked") and time.monotonic() < deadline:
+        hub.fire_timers(propagate=(Exception,))
+        time.sleep(0.01)
+    assert redis_client.hlen("unacked") == 0 and channel.qos.unwritten_acks == []
+    assert _flush_timers(hub) == []
+    hub.close()
+    conn.release()

@@ -66,13 +66,13 @@ Methodology
 * The speed of this kind of machine drifts by tens of percent over tens of seconds (other
   programs, and a shared host), so the jobs are split over ``--rounds`` (10) rounds; each
   round runs every setup once, in an order that rotates from round to round. Every setup is
-  started and warmed up once, before the first round, and stays up: a round's phases
-  follow each other within seconds, so a drift touches the setups alike. A setup with a
-  worker is paused (``SIGSTOP`` of its process group) while the others run: even idle, a
-  worker wakes up to poll Redis and run its timers (a pdftasks worker about 0.6% of a
-  core), and left running those wake-ups slowed the direct pool's renders (pdftasks
-  printed about 2 points higher). Each pdftasks setup has its own Redis database, so the
-  workers of the others never take its jobs. PDFs/s = a setup's PDFs / the sum of its
+  started and warmed up once, before the first round, and stays up: a round's phases follow
+  each other within seconds, so a drift touches the setups alike. A setup with a worker is
+  paused (``SIGSTOP`` of its process group) while the others run: even idle, a worker wakes
+  up to poll Redis and run its timers (a pdftasks worker about 0.2% of a core, 0.6% when
+  this was measured), and left running those wake-ups slowed the direct pool's renders
+  (pdftasks printed about 2 points higher). Each pdftasks setup has its own Redis database,
+  so the workers of the others never take its jobs. PDFs/s = a setup's PDFs / the sum of its
   windows; "of limit" and the target ratio = the median over the rounds of the setup's
   PDFs/s divided by the direct pool's in the same round. The busy share is steadier than
   PDFs/s on such a machine: the report also prints pdftasks' busy share / the pool's, the
@@ -212,7 +212,7 @@ class WorkerSetup(Setup):
     ``run`` measures one backlog: ``backlog`` builds it (outside the measurement), ``submit``
     queues it and returns the app to read the results with and the task ids; ``check`` looks
     at the finished phase. The worker is paused with ``SIGSTOP`` while the other setups run,
-    since even idle it wakes up to poll Redis and run its timers (about 0.6% of a core for a
+    since even idle it wakes up to poll Redis and run its timers (about 0.2% of a core for a
     pdftasks worker), which would be taken from them.
     """
 

@@ -131,11 +131,21 @@ class QoS(kombu_redis.QoS):
         if not getattr(self.channel.connection, "defers_acks", False):
             super().ack(delivery_tag)
             return
+        self._hold([delivery_tag])
+        kombu_virtual.QoS.ack(self, delivery_tag)  # the prefetch slot, in memory
+
+    def _hold(self, tags: list[str], first: bool = False) -> None:
+        """Keep ``tags`` to write with the next command (``first``: before those held), and
+        make sure the event loop's flush timer will write them otherwise."""
+        if not tags:
+            return
         if not self.unwritten_acks:
             self.unwritten_since = time.monotonic()
-        self.unwritten_acks.append(delivery_tag)
+        if first:
+            self.unwritten_acks[:0] = tags
+        else:
+            self.unwritten_acks.extend(tags)
         self.channel.connection.arm_ack_flush()
-        kombu_virtual.QoS.ack(self, delivery_tag)  # the prefetch slot, in memory
 
     @contextlib.contextmanager
     def pipe_or_acquire(self, pipe: Any = None, client: Any = None) -> Iterator[Any]:
@@ -150,13 +160,7 @@ class QoS(kombu_redis.QoS):
             try:
                 yield pipe
             except BaseException:
-                if tags and not self.unwritten_acks:
-                    self.unwritten_since = time.monotonic()
-                self.unwritten_acks[:0] = tags  # not written: with the next command
-                if tags:
-                    arm = getattr(self.channel.connection, "arm_ack_flush", None)
-                    if arm is not None:
-                        arm()
+                self._hold(tags, first=True)  # not written: with the next command
                 raise
 
     def flush_acks(self, older_than: float = 0.0) -> None:

@@ -120,7 +120,9 @@ def test_task_events_always(start_worker, listener: Listener) -> None:
     # Given a worker told to send task events all the time
     started = time.monotonic()
     worker = start_worker(concurrency=1, task_events="always")
-    conf = app.control.inspect(timeout=5).conf() or {}
+    # (a broadcast sent before its first loop turn subscribed to the control channel is
+    # not delivered: ask again until it answers)
+    conf = wait_for(lambda: app.control.inspect(timeout=2).conf(), 30, "the worker's conf")
     assert [c["worker_send_task_events"] for c in conf.values()] == [True]
     # When a job runs after the time a lease would have run out
     wait_for(lambda: time.monotonic() > started + TASK_EVENTS_LEASE_S + 2,

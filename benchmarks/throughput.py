@@ -62,7 +62,12 @@ Methodology
   of a pool process;
   ``--also-concurrency C`` adds a stock pdftasks phase with C processes on the
   same cores (e.g. N + 1, so a process waiting for its next job leaves its core to
-  another). Neither is part of the comparison the target is about.
+  another); ``--also-ceiling`` adds ``_ceiling.py``: N processes that are each their own
+  consumer of the pdftasks queues, with one Redis script per job (end the last job as the
+  job store does, acknowledge it, take the next message most urgent queue first, record it
+  unacknowledged, begin it) and no worker main process: an upper bound for a worker built
+  that way, without its supervision, retries, events or checks. None of these is part of
+  the comparison the target is about.
 * The speed of this kind of machine drifts by tens of percent over tens of seconds (other
   programs, and a shared host), so the jobs are split over ``--rounds`` (10) rounds; each
   round runs every setup once, in an order that rotates from round to round. Every setup is
@@ -398,7 +403,7 @@ def fill_phase(phase: Any, metas: list[Any], expected: int, before: dict[str, fl
     ok = [m for m in metas if m and m.get("status") == "SUCCESS"]
     phase.failed = expected - len(ok)
     if not ok:
-        raise RuntimeError(f"no {what} succeeded:\n{worker.log_tail()}")
+        raise RuntimeError(f"no {what} succeeded" + (f":\n{worker.log_tail()}" if worker else ""))
     results = [m["result"] for m in ok]
     phase.jobs = len(ok)
     phase.window_s = max(date_done_epoch(m) for m in ok) - min(r["started_at"] for r in results)
@@ -444,6 +449,14 @@ class _ChildrenCpuMonitor(CpuMonitor):
             if int(rest[3]) not in self.sessions:
                 total += int(rest[11]) + int(rest[12])
         return total
+
+
+def job_backlog(measured: list[int]) -> list[dict[str, Any]]:
+    """``submit_batch``'s jobs for the invoices ``measured``."""
+    from pdftasks.samples import sample_invoice
+
+    return [{"template": TEMPLATE, "data": sample_invoice(i), "output": f"inv_{i:05d}.pdf",
+             "priority": "normal"} for i in measured]
 
 
 class PdftasksSetup(WorkerSetup):
@@ -500,10 +513,7 @@ class PdftasksSetup(WorkerSetup):
             wait_task_events_off(worker, variant)
 
     def backlog(self, measured: list[int]) -> list[Any]:
-        from pdftasks.samples import sample_invoice
-
-        return [{"template": TEMPLATE, "data": sample_invoice(i), "output": f"inv_{i:05d}.pdf",
-                 "priority": "normal"} for i in measured]
+        return job_backlog(measured)
 
     def submit(self, backlog: list[Any]) -> tuple[Any, list[str]]:
         # The whole backlog appears at once: submit_batch publishes in one Redis pipeline
@@ -520,6 +530,76 @@ class PdftasksSetup(WorkerSetup):
         if "trace" in self.variant:
             phase.split_ms = trace_split(self.trace_dir, {
                 m["task_id"] for m in metas if m and m.get("status") == "SUCCESS"})
+
+
+class CeilingSetup(Setup):
+    """``--also-ceiling``: N spawned processes, each its own consumer with one Redis round
+    trip per job (``_ceiling.py``: an upper bound for that design, not a way to run
+    pdftasks), on its own database of the Redis server."""
+
+    def __init__(self, args: argparse.Namespace, tmp: Path, server: RedisServer, db: int
+                 ) -> None:
+        self.args, self.tmp, self.server, self.db = args, tmp, server, db
+        self.c = args.concurrency
+        self.name = f"ceiling: a consumer per process, {self.c} processes"
+        self.procs: list[Any] = []
+
+    def start(self) -> None:
+        import _ceiling
+
+        from pdftasks import PDFQueueManager, RedisBackend
+        from pdftasks.celery_app import queue_names
+
+        url = self.server.url(self.db)
+        self.manager = PDFQueueManager(backend=RedisBackend(url=url))
+        ns = self.manager.settings.queue_namespace
+        ctx = multiprocessing.get_context("spawn")
+        self.procs = [ctx.Process(target=_ceiling.consume, daemon=True,
+                                  args=(url, ns, queue_names(ns), str(self.tmp / "out-ceiling"),
+                                        str(ROOT / "templates")))
+                      for _ in range(self.c)]
+        for proc in self.procs:
+            proc.start()
+        warm = self.submit(job_backlog(list(range(900_000, 900_000 + 2 * self.c))))
+        wait_for_metas(self.manager.app, warm[1], timeout=120, poll_s=0.05)
+
+    def submit(self, backlog: list[Any]) -> tuple[Any, list[str]]:
+        return self.manager.app, self.manager.submit_batch(backlog)
+
+    def run(self, measured: list[int]) -> Phase:
+        assert self.server.proc is not None
+        phase = Phase(self.name, processes=self.c)
+        backlog = job_backlog(measured)
+        kids = [p.pid for p in self.procs]
+        cpu = _ChildrenCpuMonitor([self.server.proc.pid])
+        cpu.start()
+        before = cpu_snapshot(kids, os.getpid(), self.server.proc.pid)
+        app, ids = self.submit(backlog)
+        metas = wait_for_metas(app, ids, timeout=self.args.timeout)
+        after = cpu_snapshot(kids, os.getpid(), self.server.proc.pid)
+        phase.other_cpu = cpu.foreign_cores()
+        results = fill_phase(phase, metas, len(ids), before, after, None, "ceiling job")
+        if {r["pages"] for r in results} != {1}:
+            raise RuntimeError("expected one-page invoices")
+        # No dispatcher: this process only submits and polls (the driver of the other rows).
+        phase.cpu_ms["driver"] = phase.cpu_ms.pop("dispatcher")
+        phase.cpu_ms["dispatcher"] = 0.0
+        return phase
+
+    def pause(self) -> None:
+        for proc in self.procs:
+            os.kill(proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        for proc in self.procs:
+            os.kill(proc.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        self.resume()
+        for proc in self.procs:
+            proc.terminate()
+            proc.join(10)
+        self.procs = []
 
 
 def wait_task_events_off(worker: Any, variant: str) -> None:
@@ -647,8 +727,9 @@ def report(args: argparse.Namespace, phases: list[Phase], seconds: float) -> boo
           "of limit = median over the rounds of PDFs/s / the direct pool's PDFs/s in the "
           "same round")
     if len(phases) > 2:
-        print("rows with 'variant' or more processes than the pool are informative (what an "
-              "option costs, what N+1 processes recover); the target compares the first two")
+        print("rows with 'variant', 'ceiling' or more processes than the pool are informative "
+              "(what an option costs, what another design would reach, what N+1 processes "
+              "recover); the target compares the first two")
     print()
     print("CPU per job (ms, /proc, measured part): renderers = the rendering processes "
           "(render + task code), dispatcher = pool parent / worker main process,\ndriver = "
@@ -731,6 +812,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--also-tree", default="", metavar="PATH",
                         help="also run the pdftasks worker of another checkout (its root on "
                              "PYTHONPATH), e.g. the commit before a change")
+    parser.add_argument("--also-ceiling", action="store_true",
+                        help="also run _ceiling.py: a consumer in each process with one Redis "
+                             "round trip per job (an upper bound for that design)")
     parser.add_argument("--no-naive", action="store_true",
                         help="leave out the two naive rows (stock Celery task, process pool)")
     parser.add_argument("--timeout", type=float, default=300.0,
@@ -761,6 +845,8 @@ def main(argv: list[str] | None = None) -> int:
                 extra.append({"concurrency": args.also_concurrency})
             setups += [PdftasksSetup(args, tmp, server, db=2 + k, **kw)
                        for k, kw in enumerate(extra)]
+            if args.also_ceiling:
+                setups.append(CeilingSetup(args, tmp, server, db=2 + len(extra)))
             for setup in setups:
                 log(f"starting: {setup.name}")
                 running.append(setup)

@@ -33,53 +33,43 @@ import datetime as dt
 import json
 import os
 import time
+from typing import Any, NamedTuple
 
-_MOVE = """
-local function move(job, ns, id, to, allowed, fields)
-  local cur = redis.call('HGET', job, 'status')
-  if not cur then return 0 end
-  local ok = false
-  for s in string.gmatch(allowed, '[^,]+') do if s == cur then ok = true end end
-  if not ok then return 0 end
-  local prio = redis.call('HGET', job, 'priority')
-  local created = redis.call('HGET', job, 'created_at')
-  redis.call('ZREM', ns .. ':idx:' .. cur .. ':' .. prio, id)
-  redis.call('ZADD', ns .. ':idx:' .. to .. ':' .. prio, created, id)
-  redis.call('HSET', job, 'status', to)
-  for i = 1, #fields, 2 do redis.call('HSET', job, fields[i], fields[i + 1]) end
-  return 1
-end
-local function put(key, value, ttl)
-  local cur = redis.call('GET', key)
-  if cur and string.sub(cur, 1, 20) == '{"status": "SUCCESS"' then return end
-  redis.call('SET', key, value, 'EX', ttl)
-  redis.call('PUBLISH', key, value)
-end
-"""
+from pdftasks.stores.redis import _MOVE_AND_PUT  # the job store's move() and put()
 
-# ARGV: ns, ttl, now, prev id ('' = none), prev delivery tag, prev fields (JSON list),
-# prev SUCCESS meta, prev event, begin fields (JSON list), STARTED meta head, given message
-# ('' = take one), given queue, then the queues, most urgent first.
-STEP = _MOVE + """
+# ARGV: ns, result ttl, now, the previous job (id, delivery tag, SUCCESS meta, event; '' =
+# none), the head of the STARTED meta, a message already taken and its queue ('' = take
+# one), then four counts (queues, the previous job's fields and values, the next job's
+# fields and values, counters x 3) and those lists: the queues most urgent first, the
+# fields, the counters (hash, field, amount) as in JobStore.finish.
+STEP = _MOVE_AND_PUT + """
 local ns, ttl, now = ARGV[1], ARGV[2], ARGV[3]
+local nq, nf, nb, nc = tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13]),
+  tonumber(ARGV[14])
+local q0 = 15
+local f0 = q0 + nq
+local b0 = f0 + nf
+local c0 = b0 + nb
 local record = {}
 if ARGV[4] ~= '' then
   local id = ARGV[4]
   local job = ns .. ':job:' .. id
-  if move(job, ns, id, 'completed', 'processing', cjson.decode(ARGV[6])) == 1 then
-    redis.call('PUBLISH', ns .. ':events', ARGV[8])
-    redis.call('HINCRBY', ns .. ':metrics', 'completed', 1)
-    redis.call('HINCRBYFLOAT', ns .. ':metrics', 'render_s', 0.05)
-    record = redis.call('HGETALL', job)
+  if move(job, ns, id, 'completed', 'processing', f0, b0 - 1) == 1 then
+    redis.call('PUBLISH', ns .. ':events', ARGV[7])
+    for i = c0, c0 + nc - 1, 3 do
+      local by = string.find(ARGV[i + 2], '[.eE]') and 'HINCRBYFLOAT' or 'HINCRBY'
+      redis.call(by, ARGV[i], ARGV[i + 1], ARGV[i + 2])
+    end
+    record = redis.call('HGETALL', job)  -- returned as JobStore.finish does, for the hooks
   end
-  put('celery-task-meta-' .. id, ARGV[7], ttl)
+  put('celery-task-meta-' .. id, ARGV[6], ttl)
   redis.call('HDEL', 'unacked', ARGV[5])
   redis.call('ZREM', 'unacked_index', ARGV[5])
 end
-local msg, queue = ARGV[11], ARGV[12]
+local msg, queue = ARGV[9], ARGV[10]
 if msg == '' then
   msg = false
-  for i = 13, #ARGV do
+  for i = q0, f0 - 1 do
     msg = redis.call('RPOP', ARGV[i])
     if msg then queue = ARGV[i]; break end
   end
@@ -87,25 +77,43 @@ if msg == '' then
 end
 local m = cjson.decode(msg)
 local tag, id = m['properties']['delivery_tag'], m['headers']['id']
-redis.call('HSET', 'unacked', tag, '[' .. msg .. ', "", "' .. queue .. '"]')
+local exchange = m['properties']['delivery_info']['exchange']
+redis.call('HSET', 'unacked', tag, '[' .. msg .. ', ' .. cjson.encode(exchange) .. ', "'
+  .. queue .. '"]')  -- [message, exchange, routing key], as kombu's QoS.append
 redis.call('ZADD', 'unacked_index', now, tag)
 local job = ns .. ':job:' .. id
-local attempts = 0
-local moved = 0
+local attempts, moved = 0, 0
 if redis.call('EXISTS', job) == 1 then
   attempts = redis.call('HINCRBY', job, 'attempts', 1)
-  moved = move(job, ns, id, 'processing', 'pending,retrying', cjson.decode(ARGV[9]))
-  if moved == 1 then put('celery-task-meta-' .. id, ARGV[10] .. id .. '"}', ttl) end
+  moved = move(job, ns, id, 'processing', 'pending,retrying,processing', b0, c0 - 1)
+  -- Celery's extended STARTED meta carries the task's arguments: here the message body
+  if moved == 1 then
+    put('celery-task-meta-' .. id, ARGV[8] .. ', "kwargs": ' .. cjson.encode(m['body'])
+        .. ', "queue": "' .. queue .. '", "task_id": "' .. id .. '"}', ttl)
+  end
 end
 return {record, msg, attempts, moved}
 """
 
 
+class Ended(NamedTuple):
+    """The job a process ended, for the next ``STEP`` to record."""
+
+    job_id: str = ""
+    delivery_tag: str = ""
+    meta: str = ""
+    event: str = ""
+    fields: tuple[str, ...] = ()
+    counters: tuple[str, ...] = ()
+
+
 def consume(url: str, namespace: str, queues: list[str], output_dir: str,
-            templates_dir: str) -> None:
-    """The loop of one process (until it is terminated)."""
+            templates_dir: str, result_ttl: int, ready: Any) -> None:
+    """The loop of one process (until it is terminated); ``ready`` is set once it is warm."""
     import redis
 
+    from pdftasks.celery_app import GENERATE_PDF
+    from pdftasks.contrib.monitoring import attempt_counters
     from pdftasks.render import PDFService, PDFServiceConfig
     from pdftasks.storage import storage_key
 
@@ -115,23 +123,25 @@ def consume(url: str, namespace: str, queues: list[str], output_dir: str,
     client = redis.Redis.from_url(url, decode_responses=True)
     step = client.register_script(STEP)
     hostname = f"ceiling-{os.getpid()}@localhost"
+    extended = {"name": GENERATE_PDF, "args": [], "worker": hostname, "retries": 0}
     started_head = json.dumps({"status": "STARTED",
                                "result": {"pid": os.getpid(), "hostname": hostname},
-                               "traceback": None, "children": [], "date_done": None})[:-1]
-    started_head += ', "task_id": "'
-    prev = ["", "", "[]", "", ""]
-    given = ["", ""]
+                               "traceback": None, "children": [], "date_done": None,
+                               **extended})[:-1]
+    ended, given = Ended(), ("", "")
+    ready.set()
     while True:
         now = time.time()
-        begin_fields = json.dumps(["started_at", str(now), "retry_count", "0"])
-        _record, msg, *_ = step(args=[namespace, 86400, now, *prev, begin_fields,
-                                      started_head, *given, *queues])
-        given = ["", ""]
+        begin = ("started_at", str(now), "retry_count", "0")
+        _record, msg, *_ = step(args=[
+            namespace, result_ttl, now, ended.job_id, ended.delivery_tag, ended.meta,
+            ended.event, started_head, *given, len(queues), len(ended.fields), len(begin),
+            len(ended.counters), *queues, *ended.fields, *begin, *ended.counters])
+        ended, given = Ended(), ("", "")
         if not msg:
-            prev = ["", "", "[]", "", ""]
             got = client.brpop(queues, timeout=1)
             if got:
-                given = [got[1], got[0]]
+                given = (got[1], got[0])
             continue
         started_at = time.time()
         message = json.loads(msg)
@@ -140,14 +150,18 @@ def consume(url: str, namespace: str, queues: list[str], output_dir: str,
         key = storage_key(namespace, job_id, kwargs["output_filename"])
         result = service.generate_pdf(kwargs["template"], kwargs["data"],
                                       kwargs["output_filename"], key=key)
+        queue = message["properties"]["delivery_info"]["routing_key"]
         result.extra.update(started_at=started_at, priority=kwargs.get("priority"),
-                            worker_pid=os.getpid())
+                            worker_pid=os.getpid(), queue=queue)
         done = dt.datetime.now(dt.UTC)
-        meta = json.dumps({"status": "SUCCESS", "result": result.as_dict(),
-                           "traceback": None, "children": [],
-                           "date_done": done.isoformat(), "task_id": job_id})
-        fields = json.dumps(["completed_at", str(done.timestamp()), "result_path",
-                             result.path, "pages", str(result.pages), "error", ""])
+        meta = json.dumps({"status": "SUCCESS", "result": result.as_dict(), "traceback": None,
+                           "children": [], "date_done": done.isoformat(), **extended,
+                           "kwargs": kwargs, "queue": queue, "task_id": job_id})
         event = json.dumps({"event": "completed", "job_id": job_id, "error": None,
                             "ts": time.time()})
-        prev = [job_id, message["properties"]["delivery_tag"], fields, meta, event]
+        counters = attempt_counters(namespace, "completed", str(kwargs.get("priority")),
+                                    result.duration_ms / 1000)
+        ended = Ended(job_id, message["properties"]["delivery_tag"], meta, event,
+                      ("completed_at", str(done.timestamp()), "result_path", result.path,
+                       "pages", str(result.pages), "error", ""),
+                      tuple(str(v) for counter in counters for v in counter))

@@ -551,20 +551,27 @@ class CeilingSetup(Setup):
         from pdftasks.celery_app import queue_names
 
         url = self.server.url(self.db)
-        self.manager = PDFQueueManager(backend=RedisBackend(url=url))
-        ns = self.manager.settings.queue_namespace
+        self.manager = manager = PDFQueueManager(backend=RedisBackend(url=url))
+        ns = manager.settings.queue_namespace
         ctx = multiprocessing.get_context("spawn")
-        self.procs = [ctx.Process(target=_ceiling.consume, daemon=True,
-                                  args=(url, ns, queue_names(ns), str(self.tmp / "out-ceiling"),
-                                        str(ROOT / "templates")))
-                      for _ in range(self.c)]
+        ready = [ctx.Event() for _ in range(self.c)]
+        self.procs = [ctx.Process(target=_ceiling.consume, daemon=True, args=(
+            url, ns, queue_names(ns), str(self.tmp / "out-ceiling"), str(ROOT / "templates"),
+            manager.settings.result_expires_s, event)) for event in ready]
         for proc in self.procs:
             proc.start()
-        warm = self.submit(job_backlog(list(range(900_000, 900_000 + 2 * self.c))))
-        wait_for_metas(self.manager.app, warm[1], timeout=120, poll_s=0.05)
+        for event in ready:  # every process warm before the warm-up jobs
+            if not event.wait(90):
+                raise RuntimeError("a ceiling process did not start")
+        warm = manager.submit_batch(job_backlog(list(range(900_000, 900_000 + 2 * self.c))))
+        wait_for_metas(manager.app, warm, timeout=120, worker=self, poll_s=0.05)
 
-    def submit(self, backlog: list[Any]) -> tuple[Any, list[str]]:
-        return self.manager.app, self.manager.submit_batch(backlog)
+    def alive(self) -> bool:
+        """For ``wait_for_metas``: a process that died would leave its job unfinished."""
+        return all(proc.is_alive() for proc in self.procs)
+
+    def log_tail(self) -> str:
+        return "a ceiling process exited (its traceback is on this process's stderr)"
 
     def run(self, measured: list[int]) -> Phase:
         assert self.server.proc is not None
@@ -574,25 +581,28 @@ class CeilingSetup(Setup):
         cpu = _ChildrenCpuMonitor([self.server.proc.pid])
         cpu.start()
         before = cpu_snapshot(kids, os.getpid(), self.server.proc.pid)
-        app, ids = self.submit(backlog)
-        metas = wait_for_metas(app, ids, timeout=self.args.timeout)
+        ids = self.manager.submit_batch(backlog)
+        metas = wait_for_metas(self.manager.app, ids, timeout=self.args.timeout, worker=self)
         after = cpu_snapshot(kids, os.getpid(), self.server.proc.pid)
         phase.other_cpu = cpu.foreign_cores()
-        results = fill_phase(phase, metas, len(ids), before, after, None, "ceiling job")
+        results = fill_phase(phase, metas, len(ids), before, after, self, "ceiling job")
         if {r["pages"] for r in results} != {1}:
             raise RuntimeError("expected one-page invoices")
-        # No dispatcher: this process only submits and polls (the driver of the other rows).
+        # No dispatcher: this process only submits and polls, the driver of the other rows.
         phase.cpu_ms["driver"] = phase.cpu_ms.pop("dispatcher")
         phase.cpu_ms["dispatcher"] = 0.0
         return phase
 
-    def pause(self) -> None:
+    def _signal(self, sig: int) -> None:
         for proc in self.procs:
-            os.kill(proc.pid, signal.SIGSTOP)
+            if proc.is_alive():
+                os.kill(proc.pid, sig)
+
+    def pause(self) -> None:
+        self._signal(signal.SIGSTOP)
 
     def resume(self) -> None:
-        for proc in self.procs:
-            os.kill(proc.pid, signal.SIGCONT)
+        self._signal(signal.SIGCONT)
 
     def stop(self) -> None:
         self.resume()
@@ -775,6 +785,11 @@ def report(args: argparse.Namespace, phases: list[Phase], seconds: float) -> boo
     direct = phases[0]
     print(f"at equal render speed (busy share / the pool's): {ours.busy / direct.busy:.1%}; "
           "steadier than PDFs/s when the machine's speed drifts between phases")
+    for p in phases:
+        if p.name.startswith("ceiling"):
+            print(f"{p.name} / direct pool = {statistics.median(p.round_ratios):.1%}, "
+                  f"{p.busy / direct.busy:.1%} at equal render speed (an upper bound for "
+                  "that design, not pdftasks)")
     side = {p.name: sum(v for k, v in p.cpu_ms.items() if k != "renderers") for p in phases}
     extra = side[ours.name] - side[direct.name]
     render = statistics.mean(direct.render_ms)

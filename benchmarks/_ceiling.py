@@ -165,3 +165,89 @@ def consume(url: str, namespace: str, queues: list[str], output_dir: str,
                       ("completed_at", str(done.timestamp()), "result_path", result.path,
                        "pages", str(result.pages), "error", ""),
                       tuple(str(v) for counter in counters for v in counter))
+
+
+# The ``task`` row: the message is only taken here (KEYS none; ARGV: now, the ended job's
+# delivery tag or '', a message already taken and its queue or '', then the queues); the
+# task's own begin and finish scripts run as in a worker.
+TAKE = """
+if ARGV[2] ~= '' then
+  redis.call('HDEL', 'unacked', ARGV[2])
+  redis.call('ZREM', 'unacked_index', ARGV[2])
+end
+local msg, queue = ARGV[3], ARGV[4]
+if msg == '' then
+  msg = false
+  for i = 5, #ARGV do
+    msg = redis.call('RPOP', ARGV[i])
+    if msg then queue = ARGV[i]; break end
+  end
+  if not msg then return false end
+end
+local m = cjson.decode(msg)
+local exchange = m['properties']['delivery_info']['exchange']
+redis.call('HSET', 'unacked', m['properties']['delivery_tag'],
+  '[' .. msg .. ', ' .. cjson.encode(exchange) .. ', "' .. queue .. '"]')
+redis.call('ZADD', 'unacked_index', ARGV[1], m['properties']['delivery_tag'])
+return {msg, queue}
+"""
+
+
+def consume_task(url: str, namespace: str, queues: list[str], log_path: str, ready: Any
+                 ) -> None:
+    """The ``task`` row's loop: one script takes the next message (and acknowledges the last
+    one), then ``generate_pdf`` runs as in a pool process, through Celery's tracer, with its
+    begin and finish scripts, hooks and log line. Three round trips per job."""
+    import gc
+    import logging
+
+    import redis
+    from celery.app.trace import trace_task
+
+    from pdftasks.celery_app import GENERATE_PDF, create_app
+    from pdftasks.settings import get_settings
+    from pdftasks.worker import signals as worker_signals
+    from pdftasks.worker.tasks import render_service
+
+    logging.basicConfig(filename=log_path, level=logging.INFO,
+                        format="[%(asctime)s: %(levelname)s/%(processName)s] %(message)s")
+    os.environ["PDFTASKS_BROKER_URL"] = url
+    app = create_app(get_settings())
+    settings = app.pdftasks_settings
+    assert settings.queue_namespace == namespace
+    worker_signals._quiet_celery_job_lines(settings.log_level)
+    worker_signals._write_results_with_records(app, settings)  # as in a pool process
+    render_service(app).warm_up()
+    task = app.tasks[GENERATE_PDF]
+    hostname = f"ceiling-task-{os.getpid()}@localhost"
+    client = redis.Redis.from_url(url, decode_responses=True)
+    take = client.register_script(TAKE)
+    ended, given = "", ("", "")
+    ready.set()
+    traced = 0
+    while True:
+        if traced == 1:
+            # What the first job imported moves to the collector's permanent generation
+            # too: a worker's pool process has it all imported before its warm-up freezes
+            # it (PDFService.warm_up); left out, full collections slow renders by ~10%.
+            gc.collect()
+            gc.freeze()
+        got = take(args=[time.time(), ended, *given, *queues])
+        ended, given = "", ("", "")
+        if not got:
+            popped = client.brpop(queues, timeout=1)
+            if popped:
+                given = (popped[1], popped[0])
+            continue
+        msg, queue = got
+        message = json.loads(msg)
+        props, headers = message["properties"], message["headers"]
+        args, kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+        request = dict(headers, hostname=hostname, correlation_id=headers["id"],
+                       reply_to=props.get("reply_to"), is_eager=False,
+                       delivery_info={"exchange": "", "routing_key": queue,
+                                      "priority": 0, "redelivered": False})
+        trace_task(task, headers["id"], args, kwargs, request, app=app, hostname=hostname,
+                   eager=False)
+        traced += 1
+        ended = props["delivery_tag"]

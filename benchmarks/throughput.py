@@ -533,15 +533,18 @@ class PdftasksSetup(WorkerSetup):
 
 
 class CeilingSetup(Setup):
-    """``--also-ceiling``: N spawned processes, each its own consumer with one Redis round
-    trip per job (``_ceiling.py``: an upper bound for that design, not a way to run
-    pdftasks), on its own database of the Redis server."""
+    """``--also-ceiling``: N spawned processes, each its own consumer of the queues, with no
+    worker main process (``_ceiling.py``: upper bounds for that design, not a way to run
+    pdftasks), on its own database of the Redis server. ``task``: ``generate_pdf`` runs as
+    in a pool process (three round trips per job); otherwise one script does all of a
+    job's Redis work (one round trip)."""
 
-    def __init__(self, args: argparse.Namespace, tmp: Path, server: RedisServer, db: int
-                 ) -> None:
-        self.args, self.tmp, self.server, self.db = args, tmp, server, db
+    def __init__(self, args: argparse.Namespace, tmp: Path, server: RedisServer, db: int,
+                 task: bool = False) -> None:
+        self.args, self.tmp, self.server, self.db, self.task = args, tmp, server, db, task
         self.c = args.concurrency
-        self.name = f"ceiling: a consumer per process, {self.c} processes"
+        self.name = (f"ceiling: consumer per process, {self.c}, the task as it is" if task
+                     else f"ceiling: consumer per process, {self.c}, one script per job")
         self.procs: list[Any] = []
 
     def start(self) -> None:
@@ -555,9 +558,15 @@ class CeilingSetup(Setup):
         ns = manager.settings.queue_namespace
         ctx = multiprocessing.get_context("spawn")
         ready = [ctx.Event() for _ in range(self.c)]
-        self.procs = [ctx.Process(target=_ceiling.consume, daemon=True, args=(
-            url, ns, queue_names(ns), str(self.tmp / "out-ceiling"), str(ROOT / "templates"),
-            manager.settings.result_expires_s, event)) for event in ready]
+        if self.task:  # the task's own settings: PDFTASKS_* as for the stock worker
+            self.procs = [ctx.Process(target=_ceiling.consume_task, daemon=True, args=(
+                url, ns, queue_names(ns), str(self.tmp / f"ceiling-{self.db}.log"), event))
+                for event in ready]
+        else:
+            self.procs = [ctx.Process(target=_ceiling.consume, daemon=True, args=(
+                url, ns, queue_names(ns), str(self.tmp / "out-ceiling"),
+                str(ROOT / "templates"), manager.settings.result_expires_s, event))
+                for event in ready]
         for proc in self.procs:
             proc.start()
         for event in ready:  # every process warm before the warm-up jobs
@@ -828,8 +837,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="also run the pdftasks worker of another checkout (its root on "
                              "PYTHONPATH), e.g. the commit before a change")
     parser.add_argument("--also-ceiling", action="store_true",
-                        help="also run _ceiling.py: a consumer in each process with one Redis "
-                             "round trip per job (an upper bound for that design)")
+                        help="also run _ceiling.py: a consumer in each process, no main "
+                             "process; one row with one Redis script per job, one with the "
+                             "task as it is (upper bounds for that design)")
     parser.add_argument("--no-naive", action="store_true",
                         help="leave out the two naive rows (stock Celery task, process pool)")
     parser.add_argument("--timeout", type=float, default=300.0,
@@ -861,7 +871,8 @@ def main(argv: list[str] | None = None) -> int:
             setups += [PdftasksSetup(args, tmp, server, db=2 + k, **kw)
                        for k, kw in enumerate(extra)]
             if args.also_ceiling:
-                setups.append(CeilingSetup(args, tmp, server, db=2 + len(extra)))
+                setups += [CeilingSetup(args, tmp, server, db=2 + len(extra) + k, task=task)
+                           for k, task in enumerate((False, True))]
             for setup in setups:
                 log(f"starting: {setup.name}")
                 running.append(setup)

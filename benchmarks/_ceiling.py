@@ -1,27 +1,36 @@
-"""``throughput.py --also-ceiling``: what a consumer in each rendering process, with one
-Redis round trip per job, would reach. A measurement of a design pdftasks does not have,
-not a way to run it.
+"""``throughput.py --also-ceiling``: what a worker whose rendering processes are each their
+own consumer of the queues (no main process handing messages over) would reach. A
+measurement of a design pdftasks does not have, not a way to run it. Two rows:
 
-Each of N spawned processes is its own consumer of the pdftasks queues (no worker main
-process, no hand-over through a pipe, no Celery request or trace). Between two renders it
-sends one Lua script (``STEP``) that
+**one script per job** (:func:`consume`, N spawned processes). Between two renders one Lua
+script (``STEP``):
 
-1. ends the previous job as ``JobStore.finish`` does (COMPLETED transition, the store
-   event's ``PUBLISH``, two metrics counters, Celery's SUCCESS result written as the result
-   backend does, the changed record returned) and acknowledges its message (kombu's
-   unacked record and index entry removed);
+1. ends the previous job as ``JobStore.finish`` does (COMPLETED transition with the job
+   store's own ``move()``, the store event's ``PUBLISH``, the worker's metrics counters
+   (``attempt_counters``), Celery's SUCCESS result with the extended fields written with
+   the job store's ``put()``, the changed record returned) and acknowledges its message
+   (kombu's unacked record and index entry removed);
 2. takes the next message, most urgent queue first (strict priority, one job per process),
-   and records it as unacknowledged as kombu does (``HSET unacked`` + ``ZADD
-   unacked_index``);
-3. begins it as ``JobStore.begin`` does (attempt count, PROCESSING, Celery's STARTED).
+   and records it as unacknowledged in kombu's format (``HSET unacked`` of ``[message,
+   exchange, routing key]`` + ``ZADD unacked_index``);
+3. begins it as ``JobStore.begin`` does (attempt count, PROCESSING, Celery's STARTED; its
+   extended ``kwargs`` field holds the message body, which Lua cannot decode).
 
 When no message waits, the process blocks in ``BRPOP`` and then sends the same script with
-the message it got. It renders with the worker's ``PDFService.generate_pdf`` on the key the
-task would use. Everything else a worker does is missing: supervision (a hard time limit
-that kills a runaway render, a crashed process replaced), retries, revokes, remote control,
-task events, hooks and webhooks, the guard's checks on each message, log lines. So the row
-is an upper bound for that design on this machine, with the job store's work per job as it
-is today.
+the message it got. It renders with ``PDFService.generate_pdf`` (warmed up, stylesheet
+cache) on the key the task would use. Left out: the task's code and Celery's tracer (its
+soft time-limit alarm, option checks, redelivery count check, hooks, log line), the
+guard's checks on each message.
+
+**the task as it is** (:func:`supervise_tasks` forks N :func:`consume_task` processes). One
+script (``TAKE``) acknowledges the last message and takes the next one as above; then
+``generate_pdf`` runs through Celery's tracer as in a pool process, with its own begin and
+finish scripts, hooks and log line: three round trips per job.
+
+Both leave out what surrounds the jobs: a supervisor that enforces the hard time limit and
+replaces a crashed process, revokes, remote control, task events, retries with a
+countdown (ETA messages), warm shutdown. So each row is an upper bound for its variant of
+that design on this machine.
 
 Functions at module level: spawned children import this file.
 """
@@ -193,21 +202,20 @@ return {msg, queue}
 """
 
 
-def consume_task(url: str, namespace: str, queues: list[str], log_path: str, ready: Any
-                 ) -> None:
-    """The ``task`` row's loop: one script takes the next message (and acknowledges the last
-    one), then ``generate_pdf`` runs as in a pool process, through Celery's tracer, with its
-    begin and finish scripts, hooks and log line. Three round trips per job."""
-    import gc
+def supervise_tasks(url: str, namespace: str, queues: list[str], log_path: str,
+                   ready: list[Any]) -> None:
+    """The ``task`` row's parent: builds the app once (every module imported), then forks a
+    process per event in ``ready`` that runs :func:`consume_task`, as the prefork pool forks
+    its processes from the worker's main process (their modules shared copy-on-write), and
+    as the supervisor of that design would. It does nothing else until it is terminated,
+    and then terminates them."""
     import logging
+    import multiprocessing
+    import signal
 
-    import redis
-    from celery.app.trace import trace_task
-
-    from pdftasks.celery_app import GENERATE_PDF, create_app
+    from pdftasks.celery_app import create_app
     from pdftasks.settings import get_settings
     from pdftasks.worker import signals as worker_signals
-    from pdftasks.worker.tasks import render_service
 
     logging.basicConfig(filename=log_path, level=logging.INFO,
                         format="[%(asctime)s: %(levelname)s/%(processName)s] %(message)s")
@@ -217,6 +225,36 @@ def consume_task(url: str, namespace: str, queues: list[str], log_path: str, rea
     assert settings.queue_namespace == namespace
     worker_signals._quiet_celery_job_lines(settings.log_level)
     worker_signals._write_results_with_records(app, settings)  # as in a pool process
+    ctx = multiprocessing.get_context("fork")
+    kids = [ctx.Process(target=consume_task, args=(app, url, queues, event), daemon=True)
+            for event in ready]
+
+    def stop(*_: Any) -> None:
+        for kid in kids:
+            kid.terminate()
+        for kid in kids:
+            kid.join(10)
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    for kid in kids:
+        kid.start()
+    for kid in kids:
+        kid.join()
+
+
+def consume_task(app: Any, url: str, queues: list[str], ready: Any) -> None:
+    """The ``task`` row's loop: one script takes the next message (and acknowledges the last
+    one), then ``generate_pdf`` runs as in a pool process, through Celery's tracer, with its
+    begin and finish scripts, hooks and log line. Three round trips per job."""
+    import gc
+
+    import redis
+    from celery.app.trace import trace_task
+
+    from pdftasks.celery_app import GENERATE_PDF
+    from pdftasks.worker.tasks import render_service
+
     render_service(app).warm_up()
     task = app.tasks[GENERATE_PDF]
     hostname = f"ceiling-task-{os.getpid()}@localhost"
@@ -227,9 +265,9 @@ def consume_task(url: str, namespace: str, queues: list[str], log_path: str, rea
     traced = 0
     while True:
         if traced == 1:
-            # What the first job imported moves to the collector's permanent generation
-            # too: a worker's pool process has it all imported before its warm-up freezes
-            # it (PDFService.warm_up); left out, full collections slow renders by ~10%.
+            # What the first job imported goes to the collector's permanent generation too,
+            # as in a worker's pool process, where the main process imported it before the
+            # warm-up froze it (PDFService.warm_up).
             gc.collect()
             gc.freeze()
         got = take(args=[time.time(), ended, *given, *queues])

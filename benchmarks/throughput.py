@@ -91,6 +91,7 @@ Run: ``.venv/bin/python benchmarks/throughput.py`` (about 2 minutes with default
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import multiprocessing
 import os
@@ -436,11 +437,16 @@ def cpu_snapshot(renderers: list[int], dispatcher: int, redis_pid: int | None
 
 
 class _ChildrenCpuMonitor(CpuMonitor):
-    """:class:`CpuMonitor` that also counts this process's children (the pool)."""
+    """:class:`CpuMonitor` that also counts this process's children (the pool) and the
+    processes ``also`` (grandchildren)."""
+
+    def __init__(self, sessions: list[int], also: list[int] | None = None) -> None:
+        super().__init__(sessions)
+        self.also = also or []
 
     def _our_jiffies(self) -> int:
         total = super()._our_jiffies()
-        for pid in child_pids(os.getpid()):
+        for pid in {*child_pids(os.getpid()), *self.also}:
             try:
                 with open(f"/proc/{pid}/stat") as f:
                     rest = f.read().rsplit(")", 1)[1].split()
@@ -546,6 +552,7 @@ class CeilingSetup(Setup):
         self.name = (f"ceiling: consumer per process, {self.c}, the task as it is" if task
                      else f"ceiling: consumer per process, {self.c}, one script per job")
         self.procs: list[Any] = []
+        self.kids: list[int] = []
 
     def start(self) -> None:
         import _ceiling
@@ -559,9 +566,9 @@ class CeilingSetup(Setup):
         ctx = multiprocessing.get_context("spawn")
         ready = [ctx.Event() for _ in range(self.c)]
         if self.task:  # the task's own settings: PDFTASKS_* as for the stock worker
-            self.procs = [ctx.Process(target=_ceiling.consume_task, daemon=True, args=(
-                url, ns, queue_names(ns), str(self.tmp / f"ceiling-{self.db}.log"), event))
-                for event in ready]
+            # Not a daemon: it has children. stop() terminates it, and it them.
+            self.procs = [ctx.Process(target=_ceiling.supervise_tasks, daemon=False, args=(
+                url, ns, queue_names(ns), str(self.tmp / f"ceiling-{self.db}.log"), ready))]
         else:
             self.procs = [ctx.Process(target=_ceiling.consume, daemon=True, args=(
                 url, ns, queue_names(ns), str(self.tmp / "out-ceiling"),
@@ -569,15 +576,21 @@ class CeilingSetup(Setup):
                 for event in ready]
         for proc in self.procs:
             proc.start()
+        deadline = time.monotonic() + 90
         for event in ready:  # every process warm before the warm-up jobs
-            if not event.wait(90):
-                raise RuntimeError("a ceiling process did not start")
+            while not event.wait(0.5):
+                if time.monotonic() > deadline or not all(p.is_alive() for p in self.procs):
+                    raise RuntimeError("a ceiling process did not start")
+        # The rendering processes: the task row's are children of its one parent.
+        self.kids = [k for p in self.procs for k in child_pids(p.pid)] if self.task \
+            else [p.pid for p in self.procs]
         warm = manager.submit_batch(job_backlog(list(range(900_000, 900_000 + 2 * self.c))))
         wait_for_metas(manager.app, warm, timeout=120, worker=self, poll_s=0.05)
 
     def alive(self) -> bool:
         """For ``wait_for_metas``: a process that died would leave its job unfinished."""
-        return all(proc.is_alive() for proc in self.procs)
+        return all(proc.is_alive() for proc in self.procs) and all(
+            os.path.exists(f"/proc/{pid}") for pid in self.kids)
 
     def log_tail(self) -> str:
         return "a ceiling process exited (its traceback is on this process's stderr)"
@@ -586,8 +599,8 @@ class CeilingSetup(Setup):
         assert self.server.proc is not None
         phase = Phase(self.name, processes=self.c)
         backlog = job_backlog(measured)
-        kids = [p.pid for p in self.procs]
-        cpu = _ChildrenCpuMonitor([self.server.proc.pid])
+        kids = self.kids
+        cpu = _ChildrenCpuMonitor([self.server.proc.pid], also=kids)
         cpu.start()
         before = cpu_snapshot(kids, os.getpid(), self.server.proc.pid)
         ids = self.manager.submit_batch(backlog)
@@ -603,9 +616,9 @@ class CeilingSetup(Setup):
         return phase
 
     def _signal(self, sig: int) -> None:
-        for proc in self.procs:
-            if proc.is_alive():
-                os.kill(proc.pid, sig)
+        for pid in {*(p.pid for p in self.procs if p.is_alive()), *self.kids}:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
 
     def pause(self) -> None:
         self._signal(signal.SIGSTOP)
@@ -618,7 +631,7 @@ class CeilingSetup(Setup):
         for proc in self.procs:
             proc.terminate()
             proc.join(10)
-        self.procs = []
+        self.procs, self.kids = [], []
 
 
 def wait_task_events_off(worker: Any, variant: str) -> None:

@@ -62,12 +62,14 @@ Methodology
   of a pool process;
   ``--also-concurrency C`` adds a stock pdftasks phase with C processes on the
   same cores (e.g. N + 1, so a process waiting for its next job leaves its core to
-  another); ``--also-ceiling`` adds ``_ceiling.py``: N processes that are each their own
-  consumer of the pdftasks queues, with one Redis script per job (end the last job as the
-  job store does, acknowledge it, take the next message most urgent queue first, record it
-  unacknowledged, begin it) and no worker main process: an upper bound for a worker built
-  that way, without its supervision, retries, events or checks. None of these is part of
-  the comparison the target is about.
+  another); ``--also-ceiling`` adds two rows from ``_ceiling.py``, N processes that are
+  each their own consumer of the pdftasks queues, with no worker main process: "one script
+  per job" (end the last job as the job store does, acknowledge it, take the next message
+  most urgent queue first, record it unacknowledged, begin it: one round trip) and "the
+  task as it is" (a script acknowledges and takes, then ``generate_pdf`` runs through
+  Celery's tracer with its own scripts: three round trips); upper bounds for a worker built
+  that way, without its supervision, retries or events, and the report prints their ratios
+  to the pool. None of these is part of the comparison the target is about.
 * The speed of this kind of machine drifts by tens of percent over tens of seconds (other
   programs, and a shared host), so the jobs are split over ``--rounds`` (10) rounds; each
   round runs every setup once, in an order that rotates from round to round. Every setup is

@@ -253,8 +253,11 @@ def consume_task(app: Any, url: str, queues: list[str], ready: Any) -> None:
     from celery.app.trace import trace_task
 
     from pdftasks.celery_app import GENERATE_PDF
+    from pdftasks.render import apply_memory_limit
     from pdftasks.worker.tasks import render_service
 
+    # As a worker's pool process starts (pdftasks.worker.signals._prepare_child).
+    apply_memory_limit(app.pdftasks_settings.render_memory_limit_mb)
     render_service(app).warm_up()
     task = app.tasks[GENERATE_PDF]
     hostname = f"ceiling-task-{os.getpid()}@localhost"

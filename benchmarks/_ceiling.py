@@ -236,9 +236,9 @@ def supervise_tasks(url: str, namespace: str, queues: list[str], log_path: str,
             kid.join(10)
         os._exit(0)
 
-    signal.signal(signal.SIGTERM, stop)
     for kid in kids:
         kid.start()
+    signal.signal(signal.SIGTERM, stop)  # after the forks: not the children's handler
     for kid in kids:
         kid.join()
 

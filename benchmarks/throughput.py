@@ -541,11 +541,12 @@ class PdftasksSetup(WorkerSetup):
 
 
 class CeilingSetup(Setup):
-    """``--also-ceiling``: N spawned processes, each its own consumer of the queues, with no
-    worker main process (``_ceiling.py``: upper bounds for that design, not a way to run
-    pdftasks), on its own database of the Redis server. ``task``: ``generate_pdf`` runs as
-    in a pool process (three round trips per job); otherwise one script does all of a
-    job's Redis work (one round trip)."""
+    """``--also-ceiling``: N processes, each its own consumer of the queues, with no worker
+    main process (``_ceiling.py``: upper bounds for that design, not a way to run
+    pdftasks), on its own database of the Redis server. Default: N spawned processes, one
+    script does all of a job's Redis work (one round trip). ``task``: one spawned parent
+    builds the app and forks the N processes, which run ``generate_pdf`` as a pool process
+    does (three round trips per job)."""
 
     def __init__(self, args: argparse.Namespace, tmp: Path, server: RedisServer, db: int,
                  task: bool = False) -> None:

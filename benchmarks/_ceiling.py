@@ -46,12 +46,40 @@ from typing import Any, NamedTuple
 
 from pdftasks.stores.redis import _MOVE_AND_PUT  # the job store's move() and put()
 
+# Both rows' scripts: acknowledge a message, and take one.
+_ACK_AND_TAKE = """
+local function ack(tag)
+  redis.call('HDEL', 'unacked', tag)
+  redis.call('ZREM', 'unacked_index', tag)
+end
+-- The message given (its queue too), or the next one of the queues ARGV[first..last], most
+-- urgent first; recorded as unacknowledged as kombu's QoS.append does: [message, exchange,
+-- routing key]. Returns the message, its queue and its decoded envelope, or nothing.
+local function take(msg, queue, first, last, now)
+  if msg == '' then
+    msg = false
+    for i = first, last do
+      msg = redis.call('RPOP', ARGV[i])
+      if msg then queue = ARGV[i]; break end
+    end
+    if not msg then return nil end
+  end
+  local m = cjson.decode(msg)
+  local tag = m['properties']['delivery_tag']
+  local exchange = m['properties']['delivery_info']['exchange']
+  redis.call('HSET', 'unacked', tag,
+    '[' .. msg .. ', ' .. cjson.encode(exchange) .. ', "' .. queue .. '"]')
+  redis.call('ZADD', 'unacked_index', now, tag)
+  return msg, queue, m
+end
+"""
+
 # ARGV: ns, result ttl, now, the previous job (id, delivery tag, SUCCESS meta, event; '' =
 # none), the head of the STARTED meta, a message already taken and its queue ('' = take
 # one), then four counts (queues, the previous job's fields and values, the next job's
 # fields and values, counters x 3) and those lists: the queues most urgent first, the
 # fields, the counters (hash, field, amount) as in JobStore.finish.
-STEP = _MOVE_AND_PUT + """
+STEP = _MOVE_AND_PUT + _ACK_AND_TAKE + """
 local ns, ttl, now = ARGV[1], ARGV[2], ARGV[3]
 local nq, nf, nb, nc = tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13]),
   tonumber(ARGV[14])
@@ -72,24 +100,11 @@ if ARGV[4] ~= '' then
     record = redis.call('HGETALL', job)  -- returned as JobStore.finish does, for the hooks
   end
   put('celery-task-meta-' .. id, ARGV[6], ttl)
-  redis.call('HDEL', 'unacked', ARGV[5])
-  redis.call('ZREM', 'unacked_index', ARGV[5])
+  ack(ARGV[5])
 end
-local msg, queue = ARGV[9], ARGV[10]
-if msg == '' then
-  msg = false
-  for i = q0, f0 - 1 do
-    msg = redis.call('RPOP', ARGV[i])
-    if msg then queue = ARGV[i]; break end
-  end
-  if not msg then return {record, false} end
-end
-local m = cjson.decode(msg)
-local tag, id = m['properties']['delivery_tag'], m['headers']['id']
-local exchange = m['properties']['delivery_info']['exchange']
-redis.call('HSET', 'unacked', tag, '[' .. msg .. ', ' .. cjson.encode(exchange) .. ', "'
-  .. queue .. '"]')  -- [message, exchange, routing key], as kombu's QoS.append
-redis.call('ZADD', 'unacked_index', now, tag)
+local msg, queue, m = take(ARGV[9], ARGV[10], q0, f0 - 1, now)
+if not msg then return {record, false} end
+local id = m['headers']['id']
 local job = ns .. ':job:' .. id
 local attempts, moved = 0, 0
 if redis.call('EXISTS', job) == 1 then
@@ -179,25 +194,10 @@ def consume(url: str, namespace: str, queues: list[str], output_dir: str,
 # The ``task`` row: the message is only taken here (KEYS none; ARGV: now, the ended job's
 # delivery tag or '', a message already taken and its queue or '', then the queues); the
 # task's own begin and finish scripts run as in a worker.
-TAKE = """
-if ARGV[2] ~= '' then
-  redis.call('HDEL', 'unacked', ARGV[2])
-  redis.call('ZREM', 'unacked_index', ARGV[2])
-end
-local msg, queue = ARGV[3], ARGV[4]
-if msg == '' then
-  msg = false
-  for i = 5, #ARGV do
-    msg = redis.call('RPOP', ARGV[i])
-    if msg then queue = ARGV[i]; break end
-  end
-  if not msg then return false end
-end
-local m = cjson.decode(msg)
-local exchange = m['properties']['delivery_info']['exchange']
-redis.call('HSET', 'unacked', m['properties']['delivery_tag'],
-  '[' .. msg .. ', ' .. cjson.encode(exchange) .. ', "' .. queue .. '"]')
-redis.call('ZADD', 'unacked_index', ARGV[1], m['properties']['delivery_tag'])
+TAKE = _ACK_AND_TAKE + """
+if ARGV[2] ~= '' then ack(ARGV[2]) end
+local msg, queue = take(ARGV[3], ARGV[4], 5, #ARGV, ARGV[1])
+if not msg then return false end
 return {msg, queue}
 """
 

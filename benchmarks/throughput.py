@@ -426,12 +426,13 @@ def gaps(jobs: list[tuple[int, float, float]]) -> list[float]:
     return out
 
 
-def cpu_snapshot(renderers: list[int], dispatcher: int, redis_pid: int | None
+def cpu_snapshot(renderers: list[int], dispatcher: int | None, redis_pid: int | None
                  ) -> dict[str, float]:
-    """CPU seconds used so far by the rendering processes, the dispatcher, Redis and this
-    process (the driver: it submits and polls; when it is the dispatcher, only there)."""
+    """CPU seconds used so far by the rendering processes, the dispatcher (None: there is
+    none), Redis and this process (the driver: it submits and polls; when it is the
+    dispatcher, only there)."""
     out = {"renderers": sum(proc_cpu_s(p) for p in renderers),
-           "dispatcher": proc_cpu_s(dispatcher),
+           "dispatcher": proc_cpu_s(dispatcher) if dispatcher else 0.0,
            "redis": proc_cpu_s(redis_pid) if redis_pid else 0.0}
     if dispatcher != os.getpid():
         out["driver"] = proc_cpu_s(os.getpid())
@@ -605,17 +606,14 @@ class CeilingSetup(Setup):
         kids = self.kids
         cpu = _ChildrenCpuMonitor([self.server.proc.pid], also=kids)
         cpu.start()
-        before = cpu_snapshot(kids, os.getpid(), self.server.proc.pid)
+        before = cpu_snapshot(kids, None, self.server.proc.pid)
         ids = self.manager.submit_batch(backlog)
         metas = wait_for_metas(self.manager.app, ids, timeout=self.args.timeout, worker=self)
-        after = cpu_snapshot(kids, os.getpid(), self.server.proc.pid)
+        after = cpu_snapshot(kids, None, self.server.proc.pid)
         phase.other_cpu = cpu.foreign_cores()
         results = fill_phase(phase, metas, len(ids), before, after, self, "ceiling job")
         if {r["pages"] for r in results} != {1}:
             raise RuntimeError("expected one-page invoices")
-        # No dispatcher: this process only submits and polls, the driver of the other rows.
-        phase.cpu_ms["driver"] = phase.cpu_ms.pop("dispatcher")
-        phase.cpu_ms["dispatcher"] = 0.0
         return phase
 
     def _signal(self, sig: int) -> None:

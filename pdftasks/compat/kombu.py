@@ -16,6 +16,10 @@ Outside ``TESTED`` every use falls back to kombu's stock behaviour with a warnin
   ``_get_message_estimate``, ``_release_messages``, ``_message_to_python`` and the
   connection's ``_callbacks`` (through ``SQSChannel`` below). Fallback: kombu's own polling
   loop, as with ``priority_polling`` off.
+- ``REDIS_EVENT_PROBE`` (``pdftasks.contrib.monitoring``: task-sent events only while a
+  monitor listens): asks the Redis channel for the Pub/Sub topic of an event with
+  ``_get_publish_topic``. Fallback: task-sent events for every job, as with
+  ``PDFTASKS_TASK_EVENTS=always``.
 """
 
 from __future__ import annotations
@@ -47,7 +51,13 @@ SQS_PRIORITY_POLLING = Internal(
     fallback="kombu's own SQS polling loop is used (as with priority_polling off): queues "
              "are polled independently, not urgent first", policy=FALLBACK)
 
-INTERNALS = (REDIS_RESCUE, REDIS_GUARD, SQS_PRIORITY_POLLING)
+REDIS_EVENT_PROBE = Internal(
+    "kombu", "task-sent events on demand (sent only while a monitor listens)",
+    names=("._get_publish_topic",),
+    fallback="task-sent events are sent for every job, as with PDFTASKS_TASK_EVENTS=always",
+    policy=FALLBACK)
+
+INTERNALS = (REDIS_RESCUE, REDIS_GUARD, SQS_PRIORITY_POLLING, REDIS_EVENT_PROBE)
 PRIVATE_NAMES = tuple(name for internal in INTERNALS for name in internal.names)
 
 
@@ -108,6 +118,26 @@ def redis_message_class(channel: Any) -> Any:
 
 def set_redis_message_class(channel: Any, cls: type) -> None:
     channel.Message = cls
+
+
+# REDIS_EVENT_PROBE
+
+
+def fanout_listeners(channel: Any, exchange: str, routing_key: str) -> int | None:
+    """How many subscribers a fanout message of ``exchange`` with ``routing_key`` would
+    reach on a kombu Redis channel; None for another kind of channel.
+
+    One ``PUBLISH`` of an empty message on the message's own topic: Redis answers with the
+    number of subscribers it reached, and kombu's subscribers skip an empty message
+    (``_receive_one``: ``if payload['data']``), so no monitor ever sees it.
+    """
+    from kombu.transport import redis as kombu_redis
+
+    if not isinstance(channel, kombu_redis.Channel):
+        return None
+    topic = channel._get_publish_topic(exchange, routing_key)
+    with channel.conn_or_acquire() as client:
+        return int(client.publish(topic, b""))
 
 
 # SQS_PRIORITY_POLLING

@@ -8,7 +8,9 @@
   probes compare the file's age with a threshold. The file holds a JSON document saying
   whether the worker is consuming (connected and ready), which the readiness probe reads.
 - **Task events on demand** (``PDFTASKS_TASK_EVENTS=on-demand``, the default): Celery's
-  task events only while a monitor such as Flower asks for them (``TaskEventsOnDemand``).
+  task events only while a monitor such as Flower asks for them (``TaskEventsOnDemand``),
+  and task-sent events only while something listens to the event stream
+  (``OnDemandSentEvents``, the app's event dispatcher).
 - **JSON logs** (``PDFTASKS_LOG_FORMAT=json``): every log line is one JSON object; each job
   that ends an attempt logs one line with ``job_id``, ``priority``, ``template``,
   ``duration_s`` and ``outcome``.
@@ -35,6 +37,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery, bootsteps, signals
+from celery.app.events import Events as CeleryEvents
+from celery.events.dispatcher import EventDispatcher
 
 from pdftasks.celery_app import is_pdftasks_app
 
@@ -240,6 +244,77 @@ class TaskEventsOnDemand(bootsteps.StartStopStep):
             return False
         groups.add("task") if on else groups.discard("task")
         return True
+
+
+# Task-sent events on demand.
+
+#: ``PDFTASKS_TASK_EVENTS=on-demand``: how long a submitting process goes by what it last
+#: learnt of the event stream's listeners before asking Redis again, in seconds. A monitor
+#: that starts listening gets the task-sent events of every job submitted after that.
+SENT_EVENTS_PROBE_S = 1.0
+
+
+class _Listeners:
+    """What this process last learnt of one Redis event stream: any listener, and until
+    when that holds (``time.monotonic``)."""
+
+    __slots__ = ("any", "until")
+
+    def __init__(self) -> None:
+        self.any, self.until = True, 0.0
+
+
+#: Per broker (URL without password) of this process.
+_listeners: dict[str, _Listeners] = {}
+
+
+def sent_events_wanted(producer: Any, exchange: str) -> bool:
+    """Whether a task-sent event published with ``producer`` would reach anyone: asked of
+    Redis at most every ``SENT_EVENTS_PROBE_S`` per broker (one ``PUBLISH`` of an empty
+    message, ``compat.kombu.fanout_listeners``). True where that cannot be told (another
+    broker, an untested kombu, an error: the publish itself then reports it)."""
+    from pdftasks.compat import kombu as compat_kombu
+
+    if not compat_kombu.supported(compat_kombu.REDIS_EVENT_PROBE):
+        return True
+    channel = producer.channel
+    key = channel.connection.client.as_uri()
+    state = _listeners.get(key) or _listeners.setdefault(key, _Listeners())
+    now = time.monotonic()
+    if now >= state.until:
+        try:
+            found = compat_kombu.fanout_listeners(channel, exchange, "task.sent")
+        except Exception:
+            found = None
+        state.any, state.until = found is None or found > 0, now + SENT_EVENTS_PROBE_S
+    return state.any
+
+
+class OnDemandSentEvents(EventDispatcher):
+    """Celery's event dispatcher, except that with ``PDFTASKS_TASK_EVENTS=on-demand`` a
+    pdftasks app's task-sent events are published only while something listens to the
+    event stream (Flower, ``celery events``): on Redis, Celery serializes and publishes
+    one per job submitted whether anyone listens or not (a quarter of what
+    ``submit_batch`` costs per job). Other events are Celery's."""
+
+    def publish(self, type: str, fields: Any, producer: Any, *args: Any, **kwargs: Any
+                ) -> Any:
+        if type == "task-sent" and producer is not None and _sent_on_demand(self.app) \
+                and not sent_events_wanted(producer, self.exchange.name):
+            return None
+        return super().publish(type, fields, producer, *args, **kwargs)
+
+
+def _sent_on_demand(app: Any) -> bool:
+    from pdftasks.worker.tasks import app_settings
+
+    return is_pdftasks_app(app) and app_settings(app).task_events == "on-demand"
+
+
+class Events(CeleryEvents):
+    """``app.events`` of a pdftasks app: Celery's, with ``OnDemandSentEvents``."""
+
+    dispatcher_cls = OnDemandSentEvents
 
 
 # JSON logs.
@@ -459,6 +534,8 @@ def install(app: Any) -> None:
 
     app.steps["worker"].add(Heartbeat)
     app.steps["consumer"].add(TaskEventsOnDemand)
+    if "events" not in vars(app):  # not made yet (Celery makes it on first use)
+        app.events_cls = Events
     if on_job_event not in event_hooks(app):
         event_hooks(app).append(on_job_event)
     from pdftasks.worker.tasks import counter_hooks

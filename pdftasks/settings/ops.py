@@ -34,6 +34,8 @@ class OpsSettings(TopicModel):
                     "`on-demand`: a worker sends them while a monitor asks for them (Flower "
                     "asks every 5 s; they stop 15 s after the last request) and for its first "
                     "15 s, so a running Flower sees every job; no cost per job otherwise. "
+                    "A submitting process sends task-sent events while anything listens to "
+                    "the event stream on Redis (it asks Redis at most once a second). "
                     "`always`: all the time, for monitors that never ask (`celery events`).")
     metrics_port: int = Field(
         9808, ge=1, le=65535, description="TCP port of `pdftasks metrics`.")

@@ -10,6 +10,7 @@ Celery's two INFO lines per job are not written (pdftasks' own line is).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -131,3 +132,137 @@ def test_task_events_always(start_worker, listener: Listener) -> None:
     # Then it has its worker-side events, and the worker never turned them off
     wait_for(lambda: listener.types(late) >= WORKER_SIDE, 30, "the late job's events")
     assert "task events off" not in worker.log
+
+
+# Task-sent events on demand (the submitting side): no worker runs in these tests.
+
+
+class SentEvents:
+    """Redis's ``MONITOR`` in a thread: every ``PUBLISH`` of a task-sent event (with a
+    message) and every empty one (the listeners probe), as the server saw them. A monitor
+    client is no subscriber: it does not change what a probe finds."""
+
+    def __init__(self, redis_client: Any) -> None:
+        self.events = 0
+        self.probes = 0
+        self.monitor = redis_client.monitor()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with contextlib.suppress(Exception):  # the connection closed by stop()
+            for command in self.monitor.listen():
+                words = command.get("command", "").split(" ", 2)
+                if words[0].upper() == "PUBLISH" and words[1].endswith("celeryev/task.sent"):
+                    if len(words) > 2 and words[2] not in ("", '""'):
+                        self.events += 1
+                    else:
+                        self.probes += 1
+
+    def start(self) -> SentEvents:
+        self.monitor.__enter__()
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.monitor.connection.disconnect()
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def sent_events(redis_client: Any) -> Iterator[SentEvents]:
+    from pdftasks.contrib import monitoring
+
+    monitoring._listeners.clear()  # what an earlier test's submits learnt
+    watcher = SentEvents(redis_client).start()
+    yield watcher
+    watcher.stop()
+
+
+def submit(n: int, first: int = 0) -> list[str]:
+    from pdftasks.celery_app import get_app
+    from pdftasks.client import submit_jobs
+
+    ids = submit_jobs(get_app(), [
+        {"template": "invoice.html", "data": sample_invoice(first + i),
+         "output": f"sent{first + i}.pdf"} for i in range(n)])
+    ids += [str(generate_pdf.delay(template="invoice.html", data=sample_invoice(first + n),
+                                   output_filename=f"sent{first + n}.pdf").id)]
+    return ids
+
+
+def test_task_sent_events_only_while_a_monitor_listens(
+        redis_client: Any, sent_events: SentEvents) -> None:
+    from pdftasks.contrib.monitoring import SENT_EVENTS_PROBE_S
+
+    # Given nothing listening to the event stream
+    # When 300 jobs are submitted (a batch, then one by one)
+    started = time.monotonic()
+    for k in range(3):
+        submit(99, first=100 * k)
+    elapsed = time.monotonic() - started
+    # Then no task-sent event was published, only a probe per interval at most
+    wait_for(lambda: sent_events.probes >= 1, 10, "the monitor to see the probe")
+    assert sent_events.events == 0
+    assert sent_events.probes <= 1 + elapsed / SENT_EVENTS_PROBE_S + 1, sent_events.probes
+    # And the jobs were queued all the same
+    assert redis_client.llen("pdf.normal") == 300
+
+
+def test_task_sent_events_always(redis_client: Any, sent_events: SentEvents,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from pdftasks.celery_app import get_app
+
+    # Given PDFTASKS_TASK_EVENTS=always (for monitors that subscribe without asking)
+    app_ = get_app()
+    monkeypatch.setattr(app_, "pdftasks_settings",
+                        app_.pdftasks_settings.model_copy(update={"task_events": "always"}))
+    # When jobs are submitted with nothing listening
+    ids = submit(40)
+    # Then each has its task-sent event, and nothing probes
+    wait_for(lambda: sent_events.events >= len(ids), 10, "the task-sent events")
+    assert (sent_events.events, sent_events.probes) == (len(ids), 0)
+
+
+def test_task_sent_events_reach_a_monitor(redis_client: Any, sent_events: SentEvents,
+                                          listener: Listener) -> None:
+    # Given a monitor listening to the event stream
+    # When jobs are submitted, in a batch and one by one
+    ids = submit(60)
+    # Then the monitor gets every job's task-sent event
+    wait_for(lambda: all("task-sent" in listener.types(i) for i in ids), 30,
+             "every job's task-sent event")
+    # And nothing else: the probes are empty messages, which Celery's receiver never sees
+    assert {e["type"] for e in listener.events} == {"task-sent"}
+    assert len(listener.events) == len(ids)
+    # (as the server saw them: one PUBLISH per job)
+    wait_for(lambda: sent_events.events >= len(ids), 10, "the server's PUBLISH commands")
+    assert sent_events.events == len(ids)
+
+
+def test_a_monitor_that_starts_later_gets_task_sent_events(
+        redis_client: Any, sent_events: SentEvents) -> None:
+    from pdftasks.contrib.monitoring import SENT_EVENTS_PROBE_S
+
+    # Given jobs submitted while nothing listened (no events: the process knows it)
+    submit(5)
+    assert sent_events.events == 0
+    # When a monitor starts listening
+    late = Listener().start(redis_client)
+    try:
+        started = time.monotonic()
+        # Then jobs submitted from one probe interval on have their task-sent events
+        seen: list[str] = []
+
+        def one_seen() -> bool:
+            seen.extend(submit(0, first=1000 + len(seen)))
+            return any("task-sent" in late.types(i) for i in seen)
+
+        wait_for(one_seen, SENT_EVENTS_PROBE_S + 10, "a task-sent event after the monitor "
+                 "started", interval=0.05)
+        assert time.monotonic() - started <= SENT_EVENTS_PROBE_S + 2
+        after = submit(3, first=2000)
+        wait_for(lambda: all("task-sent" in late.types(i) for i in after), 30,
+                 "the task-sent events of every job submitted next")
+    finally:
+        late.stop()

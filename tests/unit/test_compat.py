@@ -203,6 +203,22 @@ def test_redis_rescue_transport_falls_back_to_kombu(
     assert "kombu 5.8.0" in warning and "stock Redis transport" in warning
 
 
+def test_sent_events_probe_falls_back_to_always(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from pdftasks.contrib.monitoring import sent_events_wanted
+
+    class Untouchable:
+        @property
+        def channel(self) -> Any:
+            raise AssertionError("the channel is not asked outside the tested versions")
+
+    # On a kombu outside the tested versions, every task-sent event is sent, unprobed
+    monkeypatch.setattr(compat_kombu, "VERSION", "5.8.0")
+    assert sent_events_wanted(Untouchable(), "celeryev") is True
+    [warning] = warnings_of(caplog)
+    assert "kombu 5.8.0" in warning and "PDFTASKS_TASK_EVENTS=always" in warning
+
+
 def fake_redis_channel() -> Any:
     def read(*args: Any, **kwargs: Any) -> Any:
         raise ValueError("unreadable")

@@ -273,12 +273,19 @@ def sent_events_wanted(producer: Any, exchange: str) -> bool:
     Redis at most every ``SENT_EVENTS_PROBE_S`` per broker (one ``PUBLISH`` of an empty
     message, ``compat.kombu.fanout_listeners``). True where that cannot be told (another
     broker, an untested kombu, an error: the publish itself then reports it)."""
+    from kombu.transport import redis as kombu_redis
+
     from pdftasks.compat import kombu as compat_kombu
 
     if not compat_kombu.supported(compat_kombu.REDIS_EVENT_PROBE):
         return True
-    channel = producer.channel
-    key = channel.connection.client.as_uri()
+    try:
+        channel = producer.channel
+        if not isinstance(channel, kombu_redis.Channel):
+            return True
+        key = channel.connection.client.as_uri()
+    except Exception:  # never in the way of a publish
+        return True
     state = _listeners.get(key) or _listeners.setdefault(key, _Listeners())
     now = time.monotonic()
     if now >= state.until:

@@ -219,6 +219,13 @@ def test_sent_events_probe_falls_back_to_always(
     assert "kombu 5.8.0" in warning and "PDFTASKS_TASK_EVENTS=always" in warning
 
 
+def test_sent_events_are_not_gated_on_other_brokers() -> None:
+    from pdftasks.contrib.monitoring import sent_events_wanted
+
+    # A channel of another transport (an AMQP channel has no kombu ``client``): sent
+    assert sent_events_wanted(SimpleNamespace(channel=SimpleNamespace()), "celeryev") is True
+
+
 def fake_redis_channel() -> Any:
     def read(*args: Any, **kwargs: Any) -> Any:
         raise ValueError("unreadable")

@@ -75,6 +75,17 @@ def redis_url() -> Iterator[str]:
     proc.wait(timeout=10)
 
 
+@pytest.fixture(autouse=True)
+def _forget_event_listeners() -> None:
+    """Each test starts with this process knowing nothing of the event stream's listeners
+    (``pdftasks.contrib.monitoring``: task-sent events on demand), so that what one test's
+    submits learnt (nobody listens) does not hold back the next test's events for up to a
+    second."""
+    monitoring = sys.modules.get("pdftasks.contrib.monitoring")
+    if monitoring is not None:
+        monitoring._listeners.clear()
+
+
 @pytest.fixture
 def redis_client(redis_url: str):
     import redis

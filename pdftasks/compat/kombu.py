@@ -17,8 +17,8 @@ Outside ``TESTED`` every use falls back to kombu's stock behaviour with a warnin
   connection's ``_callbacks`` (through ``SQSChannel`` below). Fallback: kombu's own polling
   loop, as with ``priority_polling`` off.
 - ``REDIS_EVENT_PROBE`` (``pdftasks.contrib.monitoring``: task-sent events only while a
-  monitor listens): asks the Redis channel for the Pub/Sub topic of an event with
-  ``_get_publish_topic``. Fallback: task-sent events for every job, as with
+  monitor listens): asks the Redis channel for the Pub/Sub topics of an event with
+  ``_get_publish_topics``. Fallback: task-sent events for every job, as with
   ``PDFTASKS_TASK_EVENTS=always``.
 """
 
@@ -53,7 +53,7 @@ SQS_PRIORITY_POLLING = Internal(
 
 REDIS_EVENT_PROBE = Internal(
     "kombu", "task-sent events on demand (sent only while a monitor listens)",
-    names=("._get_publish_topic",),
+    names=("._get_publish_topics",),
     fallback="task-sent events are sent for every job, as with PDFTASKS_TASK_EVENTS=always",
     policy=FALLBACK)
 
@@ -135,9 +135,9 @@ def fanout_listeners(channel: Any, exchange: str, routing_key: str) -> int | Non
 
     if not isinstance(channel, kombu_redis.Channel):
         return None
-    topic = channel._get_publish_topic(exchange, routing_key)
+    topics = channel._get_publish_topics(exchange, routing_key)  # where kombu publishes it
     with channel.conn_or_acquire() as client:
-        return int(client.publish(topic, b""))
+        return sum(int(client.publish(topic, b"")) for topic in topics)
 
 
 # SQS_PRIORITY_POLLING

@@ -264,8 +264,8 @@ class _Listeners:
         self.any, self.until = True, 0.0
 
 
-#: Per broker (URL without password) of this process.
-_listeners: dict[str, _Listeners] = {}
+#: Per broker (URL without password) and event exchange, in this process.
+_listeners: dict[tuple[str, str], _Listeners] = {}
 
 
 def sent_events_wanted(producer: Any, exchange: str) -> bool:
@@ -283,7 +283,7 @@ def sent_events_wanted(producer: Any, exchange: str) -> bool:
         channel = producer.channel
         if not isinstance(channel, kombu_redis.Channel):
             return True
-        key = channel.connection.client.as_uri()
+        key = (channel.connection.client.as_uri(), exchange)
     except Exception:  # never in the way of a publish
         return True
     state = _listeners.get(key) or _listeners.setdefault(key, _Listeners())
@@ -543,6 +543,9 @@ def install(app: Any) -> None:
     app.steps["consumer"].add(TaskEventsOnDemand)
     if "events" not in vars(app):  # not made yet (Celery makes it on first use)
         app.events_cls = Events
+    elif app.conf.task_send_sent_event and not isinstance(app.events, Events):
+        log.warning("app.events was made before pdftasks' monitoring was installed: "
+                    "task-sent events are sent for every job (PDFTASKS_TASK_EVENTS=always)")
     if on_job_event not in event_hooks(app):
         event_hooks(app).append(on_job_event)
     from pdftasks.worker.tasks import counter_hooks

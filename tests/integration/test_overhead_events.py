@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -145,6 +146,8 @@ class SentEvents:
     def __init__(self, redis_client: Any) -> None:
         self.events = 0
         self.probes = 0
+        self.marks: set[str] = set()
+        self.client = redis_client
         self.monitor = redis_client.monitor()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -152,11 +155,19 @@ class SentEvents:
         with contextlib.suppress(Exception):  # the connection closed by stop()
             for command in self.monitor.listen():
                 words = command.get("command", "").split(" ", 2)
-                if words[0].upper() == "PUBLISH" and words[1].endswith("celeryev/task.sent"):
+                if words[0].upper() == "ECHO" and len(words) > 1:
+                    self.marks.add(words[1])
+                elif words[0].upper() == "PUBLISH" and words[1].endswith("celeryev/task.sent"):
                     if len(words) > 2 and words[2] not in ("", '""'):
                         self.events += 1
                     else:
                         self.probes += 1
+
+    def sync(self) -> None:
+        """Wait until the monitor has seen every command sent before this call."""
+        mark = f"mark-{uuid.uuid4().hex}"
+        self.client.echo(mark)
+        wait_for(lambda: mark in self.marks, 10, "the monitor to catch up")
 
     def start(self) -> SentEvents:
         self.monitor.__enter__()
@@ -171,9 +182,6 @@ class SentEvents:
 
 @pytest.fixture
 def sent_events(redis_client: Any) -> Iterator[SentEvents]:
-    from pdftasks.contrib import monitoring
-
-    monitoring._listeners.clear()  # what an earlier test's submits learnt
     watcher = SentEvents(redis_client).start()
     yield watcher
     watcher.stop()
@@ -202,8 +210,8 @@ def test_task_sent_events_only_while_a_monitor_listens(
         submit(99, first=100 * k)
     elapsed = time.monotonic() - started
     # Then no task-sent event was published, only a probe per interval at most
-    wait_for(lambda: sent_events.probes >= 1, 10, "the monitor to see the probe")
-    assert sent_events.events == 0
+    sent_events.sync()
+    assert sent_events.events == 0 and sent_events.probes >= 1
     assert sent_events.probes <= 1 + elapsed / SENT_EVENTS_PROBE_S + 1, sent_events.probes
     # And the jobs were queued all the same
     assert redis_client.llen("pdf.normal") == 300
@@ -220,7 +228,7 @@ def test_task_sent_events_always(redis_client: Any, sent_events: SentEvents,
     # When jobs are submitted with nothing listening
     ids = submit(40)
     # Then each has its task-sent event, and nothing probes
-    wait_for(lambda: sent_events.events >= len(ids), 10, "the task-sent events")
+    sent_events.sync()
     assert (sent_events.events, sent_events.probes) == (len(ids), 0)
 
 
@@ -236,7 +244,7 @@ def test_task_sent_events_reach_a_monitor(redis_client: Any, sent_events: SentEv
     assert {e["type"] for e in listener.events} == {"task-sent"}
     assert len(listener.events) == len(ids)
     # (as the server saw them: one PUBLISH per job)
-    wait_for(lambda: sent_events.events >= len(ids), 10, "the server's PUBLISH commands")
+    sent_events.sync()
     assert sent_events.events == len(ids)
 
 
@@ -246,6 +254,7 @@ def test_a_monitor_that_starts_later_gets_task_sent_events(
 
     # Given jobs submitted while nothing listened (no events: the process knows it)
     submit(5)
+    sent_events.sync()
     assert sent_events.events == 0
     # When a monitor starts listening
     late = Listener().start(redis_client)

@@ -76,3 +76,21 @@ def test_a_redis_broker_uses_the_transport_that_puts_back_in_flight_messages(url
     # picks its broker client by it)
     assert connection.get_transport_cls() is Transport
     assert connection.as_uri().startswith(url.split("://")[0] + "://")
+
+
+def test_task_sent_events_dispatcher(caplog) -> None:
+    from pdftasks.celery_app import create_app
+    from pdftasks.contrib import monitoring
+
+    # A pdftasks app's dispatcher decides on task-sent events (on demand by default)
+    app = create_app(Settings(broker_url="redis://127.0.0.1:1/0"))
+    assert isinstance(app.events.Dispatcher(enabled=False), monitoring.OnDemandSentEvents)
+    assert app.conf.task_send_sent_event is True
+    # An app whose events were made before the plugin: left alone, and said so
+    early = create_app(Settings(broker_url="redis://127.0.0.1:1/0"), plugins=())
+    assert not isinstance(early.events, monitoring.Events)
+    monitoring.install(early)
+    assert not isinstance(early.events, monitoring.Events)
+    assert any("task-sent events are sent for every job" in r.getMessage()
+               for r in caplog.records)
+

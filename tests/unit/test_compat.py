@@ -103,8 +103,10 @@ def test_kombu_internals_exist() -> None:
     assert callable(kombu_redis.Channel._do_restore_message)
     assert "'BRPOP': self._brpop_read" in inspect.getsource(kombu_redis.Channel)
     assert isinstance(kombu_redis.Channel.Message, type)
-    assert list(inspect.signature(kombu_redis.Channel._get_publish_topic).parameters) == [
+    assert list(inspect.signature(kombu_redis.Channel._get_publish_topics).parameters) == [
         "self", "exchange", "routing_key"]
+    assert "self._get_publish_topics(exchange, routing_key)" in inspect.getsource(
+        kombu_redis.Channel._put_fanout)
     assert "if payload['data']:" in inspect.getsource(kombu_redis.Channel._receive_one)
     for name in ("_schedule_queue", "_new_queue", "_get_message_estimate", "_release_messages",
                  "_message_to_python"):

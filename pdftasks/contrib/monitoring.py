@@ -543,7 +543,8 @@ def install(app: Any) -> None:
     app.steps["consumer"].add(TaskEventsOnDemand)
     if "events" not in vars(app):  # not made yet (Celery makes it on first use)
         app.events_cls = Events
-    elif app.conf.task_send_sent_event and not isinstance(app.events, Events):
+    elif app.conf.task_send_sent_event and _sent_on_demand(app) \
+            and not isinstance(app.events, Events):
         log.warning("app.events was made before pdftasks' monitoring was installed: "
                     "task-sent events are sent for every job (PDFTASKS_TASK_EVENTS=always)")
     if on_job_event not in event_hooks(app):

@@ -123,18 +123,14 @@ def set_redis_message_class(channel: Any, cls: type) -> None:
 # REDIS_EVENT_PROBE
 
 
-def fanout_listeners(channel: Any, exchange: str, routing_key: str) -> int | None:
+def fanout_listeners(channel: Any, exchange: str, routing_key: str) -> int:
     """How many subscribers a fanout message of ``exchange`` with ``routing_key`` would
-    reach on a kombu Redis channel; None for another kind of channel.
+    reach on ``channel``, a kombu Redis channel.
 
     One ``PUBLISH`` of an empty message on the message's own topic: Redis answers with the
     number of subscribers it reached, and kombu's subscribers skip an empty message
     (``_receive_one``: ``if payload['data']``), so no monitor ever sees it.
     """
-    from kombu.transport import redis as kombu_redis
-
-    if not isinstance(channel, kombu_redis.Channel):
-        return None
     topics = channel._get_publish_topics(exchange, routing_key)  # where kombu publishes it
     with channel.conn_or_acquire() as client:
         return sum(int(client.publish(topic, b"")) for topic in topics)

@@ -290,10 +290,10 @@ def sent_events_wanted(producer: Any, exchange: str) -> bool:
     now = time.monotonic()
     if now >= state.until:
         try:
-            found = compat_kombu.fanout_listeners(channel, exchange, "task.sent")
+            state.any = compat_kombu.fanout_listeners(channel, exchange, "task.sent") > 0
         except Exception:
-            found = None
-        state.any, state.until = found is None or found > 0, now + SENT_EVENTS_PROBE_S
+            state.any = True
+        state.until = now + SENT_EVENTS_PROBE_S
     return state.any
 
 

@@ -15,7 +15,11 @@ as ``pdftasks worker``; ``BENCH_VARIANT`` is a comma-separated list of:
 * ``trace``: stock options; every pool process appends ``time.time()`` of the steps of each
   job (``task_prerun``, render start and end, ``on_success`` start, its event, its end,
   ``task_postrun``) to ``BENCH_TRACE_DIR/trace-<pid>.log``, so the benchmark can split the
-  time a job costs its process outside the render (``throughput.py`` prints the split).
+  time a job costs its process outside the render (``throughput.py`` prints the split);
+  the worker's main process marks a message taken in and handed over, a result read back
+  and acknowledged, and each write of a message to a pool process's pipe, and a pool
+  process the moment it takes a message in, so that the split adds up to the time between
+  two renders.
 """
 
 from __future__ import annotations
@@ -143,5 +147,44 @@ if "trace" in _VARIANT:
 
     PdfRequest.acknowledge = _traced_acknowledge  # type: ignore[method-assign]
     PdfRequest.send_event = _traced_send_event  # type: ignore[method-assign]
+
+    # The hand-over, on both sides: the main process writes a message to a pool process's
+    # pipe (marked with that process's pid: the write has no task id at hand), and the
+    # pool process takes it in (the entry of Celery's tracer). Celery's private AsynPool
+    # names: where they are missing, those marks are too and the split says so.
+    from celery.app import trace as _celery_trace
+    from celery.concurrency import asynpool as _asynpool
+
+    _make_process = getattr(_asynpool.AsynPool, "_create_worker_process", None)
+
+    def _traced_make_process(self: Any, i: int) -> Any:
+        proc = _make_process(self, i)  # type: ignore[misc]
+        send = getattr(proc, "send_job_offset", None)
+        if send is not None:
+            def _send(*args: Any, _pid: int = proc.pid, **kwargs: Any) -> Any:
+                _mark("m_write", str(_pid))
+                return send(*args, **kwargs)
+
+            proc.send_job_offset = _send
+        return proc
+
+    if _make_process is not None:
+        _asynpool.AsynPool._create_worker_process = _traced_make_process  # type: ignore
+
+    def _traced_entry(entry: Any) -> Any:
+        def traced(task: Any, uuid: str, *args: Any, **kwargs: Any) -> Any:
+            _mark("k_in", uuid)
+            return entry(task, uuid, *args, **kwargs)
+
+        return traced
+
+    @signals.worker_process_init.connect(weak=False)
+    def _trace_entries(**_: Any) -> None:
+        # Only in pool processes: the main process pickles these functions by name, and
+        # pickle insists that the name still gives the same object there.
+        for name in ("fast_trace_task", "trace_task_ret"):
+            entry = getattr(_celery_trace, name, None)
+            if entry is not None:
+                setattr(_celery_trace, name, _traced_entry(entry))
 
 __all__ = ["app"]

@@ -653,60 +653,79 @@ def wait_task_events_off(worker: Any, variant: str) -> None:
         time.sleep(0.2)
 
 
-#: ``--variant trace``: the steps between two renders of one process, in order.
+#: ``--variant trace``: the steps between two renders of one process, in order; each
+#: starts where the one before ended, so they add up to the time between the renders.
+#: ``next:`` marks are the process's next job's; ``next:m_write`` is the main process's
+#: first write to this process's pipe after the acknowledgement.
 TRACE_STEPS = [
     ("render end -> on_success", "render_end", "on_success",
-     "the task returns, Celery stores the result (SET + PUBLISH), log line"),
-    ("on_success: COMPLETED", "on_success", "emit", "job record transition (Lua)"),
-    ("on_success: event + hooks", "emit", "on_success_end",
-     "PUBLISH, metrics counters, log line, webhooks"),
+     "the task returns; Celery's tracer holds the SUCCESS result for the end script; log line"),
+    ("end script", "on_success", "emit",
+     "JobStore.finish: COMPLETED, its event, counters and the SUCCESS result (one Lua script)"),
+    ("event + hooks", "emit", "on_success_end", "metrics, monitoring's log line, webhooks"),
     ("on_success end -> postrun", "on_success_end", "postrun",
-     "Celery's success log line, after_return, task_postrun receivers"),
-    ("postrun -> main has result", "postrun", "m_result",
-     "the pool process returns; its result crosses the pipe to the main process"),
-    ("main: ack + events", "m_result", "m_result_end",
-     "the main process acknowledges the message, sends task-succeeded"),
-    ("main: wait for next message", "m_result_end", "next:m_received",
-     "QoS lets the channel read again: BRPOP, unacked bookkeeping, decode"),
-    ("main: take next message in", "next:m_received", "next:m_dispatched",
-     "guard checks, Celery request, task-received event, log line, hand-over to the pool"),
-    ("pool process picks it up", "next:m_dispatched", "next:prerun",
-     "the pipe to the pool process, task-started event"),
-    ("next job -> its render", "next:prerun", "next:render_start",
-     "STARTED write, attempt count, PROCESSING transition, task setup"),
+     "after_return, task_postrun receivers"),
+    ("result to the main process", "postrun", "m_result",
+     "the pool process returns; its result crosses the pipe; the main process reads it"),
+    ("main: acknowledgement", "m_result", "m_result_end",
+     "the message acknowledged (its unacked record goes with the next command), request ended"),
+    ("main: next message written", "m_result_end", "next:m_write",
+     "the event loop writes the next message (taken early, or now) to the free process"),
+    ("pipe to the pool process", "next:m_write", "next:k_in",
+     "the pool process wakes up and reads the message"),
+    ("tracer set-up", "next:k_in", "next:prerun", "Celery's tracer: the request, task_prerun"),
+    ("start script + task set-up", "next:prerun", "next:render_start",
+     "JobStore.begin (attempt count, PROCESSING, STARTED: one Lua script), task set-up"),
 ]
 
 
-#: ``--variant trace``: extra row of the split, Redis round trips per job (not ms).
+#: ``--variant trace``: extra rows of the split (not ms, not in the total).
 TRIPS_POOL = "Redis round trips, pool process"
+TAKEN_EARLY = "next message taken before the result came back"
 
 
 def trace_split(trace_dir: Path, measured: set[str]) -> dict[str, list[float]]:
-    """Per step, ms per job, from the trace files of the worker's processes; and the Redis
-    round trips per job of a pool process (prerun to the next job's prerun)."""
+    """Per step, ms per job, from the trace files of the worker's processes (only jobs
+    with every mark, so that the steps add up: ``total``); the Redis round trips per job of
+    a pool process (prerun to the next job's prerun); 1/0 per job for ``TAKEN_EARLY``."""
     steps: dict[str, dict[str, float]] = {}
     trips: dict[str, int] = {}
     order: dict[str, list[str]] = {}
+    writes: dict[str, list[float]] = {}  # pool process pid -> the main process's writes
     for path in trace_dir.glob("trace-*.log"):
+        pid = path.stem.rsplit("-", 1)[1]
         for line in path.read_text().splitlines():
             stamp, step, task_id, count = [*line.split(), "0"][:4]
+            if step == "m_write":
+                writes.setdefault(task_id, []).append(float(stamp))
+                continue
             steps.setdefault(task_id, {})[step] = float(stamp)
+            if step == "k_in":
+                order.setdefault(pid, []).append(task_id)
             if step == "prerun":
-                order.setdefault(path.name, []).append(task_id)
                 trips[task_id] = int(count)
     out: dict[str, list[float]] = {name: [] for name, *_ in TRACE_STEPS}
-    out[TRIPS_POOL] = []
-    for ids in order.values():
-        ids.sort(key=lambda t: steps[t]["prerun"])
+    out.update({"total": [], TRIPS_POOL: [], TAKEN_EARLY: []})
+    for pid, ids in order.items():
+        ids.sort(key=lambda t: steps[t]["k_in"])
+        stamps = sorted(writes.get(pid, []))
         for a, b in zip(ids, ids[1:], strict=False):
             if a not in measured or b not in measured:
                 continue
             here = dict(steps[a])
             here.update({f"next:{k}": v for k, v in steps[b].items()})
+            if "m_result_end" in here and "next:k_in" in here:
+                after = [t for t in stamps if here["m_result_end"] <= t <= here["next:k_in"]]
+                if after:
+                    here["next:m_write"] = after[0]
+            if not all(start in here and end in here for _, start, end, _ in TRACE_STEPS):
+                continue
             for name, start, end, _ in TRACE_STEPS:
-                if start in here and end in here:
-                    out[name].append((here[end] - here[start]) * 1000)
+                out[name].append((here[end] - here[start]) * 1000)
+            out["total"].append((here["next:render_start"] - here["render_end"]) * 1000)
             out[TRIPS_POOL].append(trips[b] - trips[a])
+            if "next:m_dispatched" in here:
+                out[TAKEN_EARLY].append(float(here["next:m_dispatched"] < here["m_result"]))
     return out
 
 
@@ -780,16 +799,22 @@ def report(args: argparse.Namespace, phases: list[Phase], seconds: float) -> boo
             continue
         print(f"Between two renders of one process, {p.name} (ms per job, from trace "
               "timestamps):")
+        if not p.split_ms["total"]:
+            print("  no job had every mark (Celery's private pool names changed?)\n")
+            continue
         split_rows = [[name, f"{percentile(p.split_ms[name], 50):.2f}",
+                       f"{statistics.mean(p.split_ms[name]):.2f}",
                        f"{percentile(p.split_ms[name], 90):.2f}"]
-                      for name, *_ in TRACE_STEPS]
-        total = [sum(v) for v in zip(*(p.split_ms[n] for n, *_ in TRACE_STEPS), strict=False)]
-        split_rows.append(["total", f"{percentile(total, 50):.2f}",
-                           f"{percentile(total, 90):.2f}"])
-        print_table(["step", "p50", "p90"], split_rows)
+                      for name, *_ in [*TRACE_STEPS, ("total",)]]
+        print_table(["step", "p50", "mean", "p90"], split_rows)
+        print(f"  {len(p.split_ms['total'])} jobs; the means add up to the total's mean, "
+              "the medians need not")
         if p.split_ms.get(TRIPS_POOL):
             pool = percentile(p.split_ms[TRIPS_POOL], 50)
             print(f"  Redis round trips per job of a pool process: {pool:.0f} (median)")
+        if p.split_ms.get(TAKEN_EARLY):
+            early_share = statistics.mean(p.split_ms[TAKEN_EARLY])
+            print(f"  {TAKEN_EARLY}: {early_share:.0%} of the jobs (early fetch)")
         for name, _, _, what in TRACE_STEPS:
             print(f"  {name}: {what}")
         print()

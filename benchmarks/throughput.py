@@ -723,7 +723,8 @@ def trace_split(trace_dir: Path, measured: set[str]) -> dict[str, list[float]]:
             for name, start, end, _ in TRACE_STEPS:
                 out[name].append((here[end] - here[start]) * 1000)
             out["total"].append((here["next:render_start"] - here["render_end"]) * 1000)
-            out[TRIPS_POOL].append(trips[b] - trips[a])
+            if a in trips and b in trips:
+                out[TRIPS_POOL].append(trips[b] - trips[a])
             if "next:m_dispatched" in here:
                 out[TAKEN_EARLY].append(float(here["next:m_dispatched"] < here["m_result"]))
     return out

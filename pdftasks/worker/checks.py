@@ -14,7 +14,18 @@ from celery.utils.time import maybe_iso8601
 from kombu.exceptions import ContentDisallowed, DecodeError
 
 from pdftasks.errors import InvalidDataError, InvalidJobError
-from pdftasks.limits import MAX_ID, DataLimits, check_data
+from pdftasks.limits import (
+    ARRAY,
+    EXACT_KINDS,
+    FLOAT,
+    MAX_ID,
+    OBJECT,
+    OTHER,
+    STRING,
+    DataLimits,
+    check_data,
+    json_kind,
+)
 from pdftasks.models import JobPriority
 from pdftasks.options import parse_options
 
@@ -73,15 +84,18 @@ def check_bounded(value: Any, what: str, limits: DataLimits,
         count += 1
         if count > max_values:
             raise InvalidMessageError(f"the message's {what} hold more than {max_values} values")
-        if isinstance(item, str):
+        kind = EXACT_KINDS.get(type(item))
+        if kind is None:
+            kind = json_kind(item)
+        if kind == STRING:
             chars += len(item)
             if len(item) > limits.max_string or chars > limits.max_bytes:
                 raise InvalidMessageError(f"the message's {what} hold too long a string")
-        elif isinstance(item, Mapping | list | tuple):
+        elif kind in (OBJECT, ARRAY):
             if depth > limits.max_depth:
                 raise InvalidMessageError(
                     f"the message's {what} are nested deeper than {limits.max_depth} levels")
-            if isinstance(item, Mapping):
+            if kind == OBJECT:
                 for key, sub in item.items():
                     if not isinstance(key, str):
                         raise InvalidMessageError(f"the message's {what} have a non-string key")
@@ -89,9 +103,9 @@ def check_bounded(value: Any, what: str, limits: DataLimits,
                     stack.append((sub, depth + 1))
             else:
                 stack.extend((sub, depth + 1) for sub in item)
-        elif isinstance(item, float) and not math.isfinite(item):
+        elif kind == FLOAT and not math.isfinite(item):
             raise InvalidMessageError(f"the message's {what} hold {item}")
-        elif not isinstance(item, int | float | bool | type(None)):
+        elif kind == OTHER:
             raise InvalidMessageError(f"the message's {what} hold a {_name(item)}")
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import collections
+import collections.abc
+import enum
 import http.server
 import subprocess
 import sys
@@ -10,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pdftasks import errors
+from pdftasks import errors, limits
 from pdftasks.render import PDFService, PDFServiceConfig, check_data, time_limit
 from pdftasks.samples import sample_invoice
 from tests.conftest import ROOT, TEMPLATES, pdf_text
@@ -194,3 +197,51 @@ hooked = getattr(weasyprint.css.CSS, "_pdftasks_hook", False)
 assert hooked == (caching._fetcher.stylesheet_cache is not None), hooked
 """
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=120)
+
+
+class _Frozen(collections.abc.Mapping):  # a Mapping that is not a dict
+    def __init__(self, **items: object) -> None:
+        self._items = items
+
+    def __getitem__(self, key: str) -> object:
+        return self._items[key]
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class _Name(str):
+    pass
+
+
+class _Level(enum.IntEnum):
+    HIGH = 1
+
+
+@pytest.mark.parametrize("value,kind", [
+    ("s", limits.STRING), (_Name("s"), limits.STRING), (1, limits.NUMBER),
+    (True, limits.NUMBER), (None, limits.NUMBER), (_Level.HIGH, limits.NUMBER),
+    (1.5, limits.FLOAT), ({}, limits.OBJECT), (collections.OrderedDict(), limits.OBJECT),
+    (_Frozen(), limits.OBJECT), ([], limits.ARRAY), ((), limits.ARRAY),
+    ({1}, limits.OTHER), (b"x", limits.OTHER), (object(), limits.OTHER),
+])
+def test_json_kinds_of_exact_types_and_subclasses(value: object, kind: int) -> None:
+    # Exact types take the fast lookup; subclasses and other Mappings the isinstance path.
+    assert limits.json_kind(value) == kind
+
+
+def test_data_walk_takes_subclasses_and_refuses_what_json_cannot_carry() -> None:
+    fine = collections.OrderedDict(name=_Name("Ada"), level=_Level.HIGH,
+                                   rows=collections.OrderedDict(a=[1, 2.5, None, (True,)]))
+    encoded = '{"name":"Ada","level":1,"rows":{"a":[1,2.5,null,[true]]}}'
+    assert limits.check_data(fine) == len(encoded)
+    with pytest.raises(errors.InvalidDataError, match="not JSON-serializable"):
+        limits.check_data(_Frozen(a=1))  # walked as an object; json.dumps takes dicts only
+    for bad, text in [({"s": {1, 2}}, "a set"), ({"b": b"x"}, "a bytes"),
+                      ({"f": float("inf")}, "not JSON-serializable: inf"),
+                      (_Frozen(deep=[[["x" * 20]]]), "characters")]:
+        with pytest.raises(errors.InvalidDataError, match=text):
+            limits.check_data(bad, limits.DataLimits(max_string=10))

@@ -57,9 +57,11 @@ Methodology
 * ``--variant`` adds pdftasks phases with single options changed (``_variant_app.py``:
   task events off, STARTED state off, extended results off, WARNING logging) to show what
   each costs; ``--variant trace`` (stock options) timestamps the steps of every job in the
-  worker's processes (the main process too: message taken in, handed over, acknowledged)
-  and prints where the time between two renders goes, with the Redis round trips per job
-  of a pool process;
+  worker's processes (the main process too: message taken in, handed over, result read
+  and acknowledged, message written to a pool process's pipe; a pool process also when it
+  takes a message in) and prints where the time between two renders goes, in steps that
+  follow each other (their means add up to the total), with the Redis round trips per job
+  of a pool process and the share of jobs whose next message was taken early;
   ``--also-concurrency C`` adds a stock pdftasks phase with C processes on the
   same cores (e.g. N + 1, so a process waiting for its next job leaves its core to
   another); ``--also-ceiling`` adds two rows from ``_ceiling.py``, N processes that are

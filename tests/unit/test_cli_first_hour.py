@@ -11,7 +11,9 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -200,7 +202,7 @@ def test_weasyprint_steps_are_debug_lines_in_the_worker(tmp_path: Path) -> None:
     handler, level = Keep(), root.level
     root.addHandler(handler)
     progress = logging.getLogger("weasyprint.progress")
-    saved = (progress.filters[:], progress.propagate)
+    saved = (progress.filters[:], progress.propagate, progress.level)
     try:
         worker_service = PDFService(PDFServiceConfig(templates_dir=TEMPLATES,
                                                      output_dir=tmp_path),
@@ -217,4 +219,80 @@ def test_weasyprint_steps_are_debug_lines_in_the_worker(tmp_path: Path) -> None:
     finally:
         root.removeHandler(handler)
         root.setLevel(level)
-        progress.filters[:], progress.propagate = saved
+        progress.filters[:], progress.propagate = saved[:2]
+        progress.setLevel(saved[2])
+
+
+@pytest.fixture
+def progress_logger() -> Iterator[logging.Logger]:
+    """``weasyprint.progress`` and the root logger, restored afterwards."""
+    root, progress = logging.getLogger(), logging.getLogger("weasyprint.progress")
+    saved = (root.level, progress.filters[:], progress.propagate, progress.level,
+             progress.handlers[:])
+    try:
+        yield progress
+    finally:
+        root.setLevel(saved[0])
+        progress.filters[:], progress.propagate = saved[1:3]
+        progress.setLevel(saved[3])
+        progress.handlers[:] = saved[4]
+
+
+def _records_made(render: Callable[[], object]) -> list[str]:
+    """Names of the loggers of every LogRecord made while ``render()`` runs."""
+    made: list[str] = []
+    factory = logging.getLogRecordFactory()
+
+    def counting(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        made.append(record.name)
+        return record
+
+    logging.setLogRecordFactory(counting)
+    try:
+        render()
+    finally:
+        logging.setLogRecordFactory(factory)
+    return made
+
+
+def test_the_worker_makes_no_weasyprint_step_records_at_info(
+        progress_logger: logging.Logger, tmp_path: Path) -> None:
+    # Given the worker's render service and a root logger at INFO, as in a worker
+    worker_service = PDFService(PDFServiceConfig(templates_dir=TEMPLATES, output_dir=tmp_path),
+                                cache_stylesheets=True)
+    logging.getLogger().setLevel(logging.INFO)
+    worker_service.render_pdf("invoice.html", sample_invoice(1))  # sets the cache up
+    # When it renders again, no step record is even made (each one cost its caller lookup)
+    made = _records_made(lambda: worker_service.render_pdf("invoice.html", sample_invoice(2)))
+    assert not [name for name in made if name.startswith("weasyprint.progress")]
+    # But a handler on weasyprint.progress itself (page progress) gets every step again
+    steps: list[logging.LogRecord] = []
+    progress_logger.addHandler(_Keep(steps))
+    worker_service.render_pdf("invoice.html", sample_invoice(3))
+    assert any("Step" in r.getMessage() for r in steps)
+
+
+def test_a_progress_level_set_by_the_application_is_left_alone(
+        progress_logger: logging.Logger, tmp_path: Path) -> None:
+    # Given an application that wants WeasyPrint's steps at INFO on its own handler
+    steps: list[logging.LogRecord] = []
+    progress_logger.setLevel(logging.INFO)
+    logging.getLogger().setLevel(logging.INFO)
+    worker_service = PDFService(PDFServiceConfig(templates_dir=TEMPLATES, output_dir=tmp_path),
+                                cache_stylesheets=True)
+    worker_service.render_pdf("invoice.html", sample_invoice(1))
+    progress_logger.addHandler(_Keep(steps))
+    worker_service.render_pdf("invoice.html", sample_invoice(2))
+    # Then its level stays and its handler gets the steps
+    assert progress_logger.level == logging.INFO
+    assert any("Step" in r.getMessage() for r in steps)
+
+
+class _Keep(logging.Handler):
+    def __init__(self, into: list[logging.LogRecord]) -> None:
+        super().__init__()
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.into.append(record)

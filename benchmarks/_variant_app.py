@@ -19,7 +19,8 @@ as ``pdftasks worker``; ``BENCH_VARIANT`` is a comma-separated list of:
   the worker's main process marks a message taken in and handed over, a result read back
   and acknowledged, and each write of a message to a pool process's pipe, and a pool
   process the moment it takes a message in, so that the split adds up to the time between
-  two renders.
+  two renders. Each mark also carries the process's CPU clock (``time.process_time()``), so
+  that the benchmark knows the CPU of each render and the pool processes' CPU outside it.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ if "trace" in _VARIANT:
         if pid not in _files:
             path = os.path.join(os.environ["BENCH_TRACE_DIR"], f"trace-{pid}.log")
             _files[pid] = open(path, "a", buffering=1)  # noqa: SIM115 - for the process
-        _files[pid].write(f"{time.time():.6f} {step} {task_id} {_trips[0]}\n")
+        _files[pid].write(f"{time.time():.6f} {step} {task_id} {_trips[0]} "
+                          f"{time.process_time():.6f}\n")
 
     @signals.task_prerun.connect(weak=False)
     def _prerun(task_id: str | None = None, **_: Any) -> None:

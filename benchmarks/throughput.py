@@ -156,6 +156,9 @@ class Phase:
     gaps_ms: list[float] = field(default_factory=list)
     #: ``--variant trace``: that time split into steps (ms per job, one list per step).
     split_ms: dict[str, list[float]] = field(default_factory=dict)
+    #: CPU ms of each generate_pdf in its process (the direct pool, ``--variant trace``;
+    #: empty where not measured): the rest of ``cpu_ms["renderers"]`` is spent outside it.
+    render_cpu_ms: list[float] = field(default_factory=list)
     round: int = 0
     #: Combined phases: this setup's PDFs/s / the direct pool's, in each round.
     round_ratios: list[float] = field(default_factory=list)
@@ -186,12 +189,15 @@ def _pool_init(output_dir: str) -> None:
     _service.warm_up()
 
 
-def _pool_render(i: int) -> tuple[float, float, float, int, int]:
+def _pool_render(i: int) -> tuple[float, float, float, int, int, float]:
     started = time.time()
     from pdftasks.samples import sample_invoice
 
-    result = _service.generate_pdf(TEMPLATE, sample_invoice(i), f"direct_{i:05d}.pdf")
-    return started, time.time(), result.duration_ms, result.pages, os.getpid()
+    data = sample_invoice(i)
+    cpu = time.process_time()
+    result = _service.generate_pdf(TEMPLATE, data, f"direct_{i:05d}.pdf")
+    cpu_ms = (time.process_time() - cpu) * 1000
+    return started, time.time(), result.duration_ms, result.pages, os.getpid(), cpu_ms
 
 
 class Setup:
@@ -320,6 +326,7 @@ class PoolSetup(Setup):
         phase.pids = len({d[4] for d in done})
         phase.cpu_ms = {k: (after[k] - before[k]) * 1000 / len(done) for k in before}
         phase.gaps_ms = gaps([(d[4], d[0], d[2]) for d in done])
+        phase.render_cpu_ms = [d[5] for d in done if len(d) > 5]
         if {d[3] for d in done} != {1}:
             raise RuntimeError("expected one-page invoices")
         return phase
@@ -541,6 +548,7 @@ class PdftasksSetup(WorkerSetup):
         if "trace" in self.variant:
             phase.split_ms = trace_split(self.trace_dir, {
                 m["task_id"] for m in metas if m and m.get("status") == "SUCCESS"})
+            phase.render_cpu_ms = phase.split_ms.pop(RENDER_CPU)
 
 
 class CeilingSetup(Setup):
@@ -684,20 +692,27 @@ TRACE_STEPS = [
 #: ``--variant trace``: extra rows of the split (not ms, not in the total).
 TRIPS_POOL = "Redis round trips, pool process"
 TAKEN_EARLY = "next message taken before the result came back"
+RENDER_CPU = "render CPU"
 
 
 def trace_split(trace_dir: Path, measured: set[str]) -> dict[str, list[float]]:
     """Per step, ms per job, from the trace files of the worker's processes (only jobs
     with every mark, so that the steps add up: ``total``); the Redis round trips per job of
-    a pool process (prerun to the next job's prerun); 1/0 per job for ``TAKEN_EARLY``."""
+    a pool process (prerun to the next job's prerun); 1/0 per job for ``TAKEN_EARLY``;
+    the CPU ms of each render (``RENDER_CPU``, from the pool processes' CPU clocks)."""
     steps: dict[str, dict[str, float]] = {}
+    cpu: dict[str, dict[str, float]] = {}
     trips: dict[str, int] = {}
     order: dict[str, list[str]] = {}
     writes: dict[str, list[float]] = {}  # pool process pid -> the main process's writes
     for path in trace_dir.glob("trace-*.log"):
         pid = path.stem.rsplit("-", 1)[1]
         for line in path.read_text().splitlines():
-            stamp, step, task_id, count = [*line.split(), "0"][:4]
+            parts = line.split()
+            stamp, step, task_id = parts[:3]
+            count, clock = (parts[3:] + ["0", "nan"][len(parts[3:]):])[:2]
+            if step in ("render_start", "render_end"):
+                cpu.setdefault(task_id, {})[step] = float(clock)
             if step == "m_write":
                 writes.setdefault(task_id, []).append(float(stamp))
                 continue
@@ -708,6 +723,8 @@ def trace_split(trace_dir: Path, measured: set[str]) -> dict[str, list[float]]:
                 trips[task_id] = int(count)
     out: dict[str, list[float]] = {name: [] for name, *_ in TRACE_STEPS}
     out.update({"total": [], TRIPS_POOL: [], TAKEN_EARLY: []})
+    out[RENDER_CPU] = [(c["render_end"] - c["render_start"]) * 1000 for t, c in cpu.items()
+                       if t in measured and len(c) == 2 and not math.isnan(sum(c.values()))]
     for pid, ids in order.items():
         ids.sort(key=lambda t: steps[t]["k_in"])
         stamps = sorted(writes.get(pid, []))
@@ -750,6 +767,7 @@ def combine(phases: list[Phase]) -> list[Phase]:
         total.render_ms += p.render_ms
         total.gaps_ms += p.gaps_ms
         total.failed += p.failed
+        total.render_cpu_ms += p.render_cpu_ms
         for k, v in p.split_ms.items():
             total.split_ms.setdefault(k, []).extend(v)
     return list(out.values())
@@ -787,15 +805,20 @@ def report(args: argparse.Namespace, phases: list[Phase], seconds: float) -> boo
               "recover); the target compares the first two")
     print()
     print("CPU per job (ms, /proc, measured part): renderers = the rendering processes "
-          "(render + task code), dispatcher = pool parent / worker main process,\ndriver = "
-          "this benchmark (submits, polls; the pool's parent: in dispatcher)")
+          "(render + task code), of which outside the render = renderers - the CPU of "
+          "generate_pdf\n(its own clock; direct pool and trace rows only), dispatcher = pool "
+          "parent / worker main process,\ndriver = this benchmark (submits, polls; the pool's "
+          "parent: in dispatcher)")
     cpu_rows = []
     for p in phases:
         c = p.cpu_ms
         driver = f"{c['driver']:.1f}" if "driver" in c else "-"
-        cpu_rows.append([p.name, f"{c['renderers']:.1f}", f"{c['dispatcher']:.1f}",
+        outside = (f"{c['renderers'] - statistics.mean(p.render_cpu_ms):.2f}"
+                   if p.render_cpu_ms else "-")
+        cpu_rows.append([p.name, f"{c['renderers']:.1f}", outside, f"{c['dispatcher']:.1f}",
                          f"{c['redis']:.1f}", driver, f"{sum(c.values()):.1f}"])
-    print_table(["setup", "renderers", "dispatcher", "redis", "driver", "total"], cpu_rows)
+    print_table(["setup", "renderers", "outside the render", "dispatcher", "redis", "driver",
+                 "total"], cpu_rows)
     print()
     for p in phases:
         if not p.split_ms:

@@ -693,6 +693,10 @@ TRACE_STEPS = [
 TRIPS_POOL = "Redis round trips, pool process"
 TAKEN_EARLY = "next message taken before the result came back"
 RENDER_CPU = "render CPU"
+#: ``CPU_OF + step``: the pool process's CPU in a step where both marks are its own; and
+#: the CPU it uses from returning a result to taking its next message (``HAND_OVER``).
+CPU_OF = "cpu: "
+HAND_OVER = ("pool process: postrun -> next message", "postrun", "next:k_in", "")
 
 
 def trace_split(trace_dir: Path, measured: set[str]) -> dict[str, list[float]]:
@@ -711,7 +715,7 @@ def trace_split(trace_dir: Path, measured: set[str]) -> dict[str, list[float]]:
             parts = line.split()
             stamp, step, task_id = parts[:3]
             count, clock = (parts[3:] + ["0", "nan"][len(parts[3:]):])[:2]
-            if step in ("render_start", "render_end"):
+            if not step.startswith("m_"):  # a pool process's mark: its CPU clock
                 cpu.setdefault(task_id, {})[step] = float(clock)
             if step == "m_write":
                 writes.setdefault(task_id, []).append(float(stamp))
@@ -724,7 +728,8 @@ def trace_split(trace_dir: Path, measured: set[str]) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {name: [] for name, *_ in TRACE_STEPS}
     out.update({"total": [], TRIPS_POOL: [], TAKEN_EARLY: []})
     out[RENDER_CPU] = [(c["render_end"] - c["render_start"]) * 1000 for t, c in cpu.items()
-                       if t in measured and len(c) == 2 and not math.isnan(sum(c.values()))]
+                       if t in measured and not math.isnan(c.get("render_end", math.nan)
+                                                           - c.get("render_start", math.nan))]
     for pid, ids in order.items():
         ids.sort(key=lambda t: steps[t]["k_in"])
         stamps = sorted(writes.get(pid, []))
@@ -741,12 +746,23 @@ def trace_split(trace_dir: Path, measured: set[str]) -> dict[str, list[float]]:
                 continue
             for name, start, end, _ in TRACE_STEPS:
                 out[name].append((here[end] - here[start]) * 1000)
+            clock = dict(cpu.get(a, {}))
+            clock.update({f"next:{k}": v for k, v in cpu.get(b, {}).items()})
+            for name, start, end, _ in [*TRACE_STEPS, HAND_OVER]:
+                if start in clock and end in clock and not math.isnan(clock[end] - clock[start]):
+                    out.setdefault(CPU_OF + name, []).append((clock[end] - clock[start]) * 1000)
             out["total"].append((here["next:render_start"] - here["render_end"]) * 1000)
             if a in trips and b in trips:
                 out[TRIPS_POOL].append(trips[b] - trips[a])
             if "next:m_dispatched" in here:
                 out[TAKEN_EARLY].append(float(here["next:m_dispatched"] < here["m_result"]))
     return out
+
+
+def _cpu_of(split: dict[str, list[float]], step: str) -> str:
+    """The pool process's mean CPU ms in ``step`` of a trace split, or "-"."""
+    values = split.get(CPU_OF + step)
+    return f"{statistics.mean(values):.2f}" if values else "-"
 
 
 def combine(phases: list[Phase]) -> list[Phase]:
@@ -830,9 +846,16 @@ def report(args: argparse.Namespace, phases: list[Phase], seconds: float) -> boo
             continue
         split_rows = [[name, f"{percentile(p.split_ms[name], 50):.2f}",
                        f"{statistics.mean(p.split_ms[name]):.2f}",
-                       f"{percentile(p.split_ms[name], 90):.2f}"]
+                       f"{percentile(p.split_ms[name], 90):.2f}", _cpu_of(p.split_ms, name)]
                       for name, *_ in [*TRACE_STEPS, ("total",)]]
-        print_table(["step", "p50", "mean", "p90"], split_rows)
+        print_table(["step", "p50", "mean", "p90", "pool process CPU"], split_rows)
+        steps_cpu = [CPU_OF + name for name, *_ in [*TRACE_STEPS, HAND_OVER]
+                     if p.split_ms.get(CPU_OF + name)]
+        if steps_cpu:
+            print(f"  pool process CPU = mean ms of its own CPU clock in the steps between its "
+                  f"own marks; returning the result and taking the next message in: "
+                  f"{_cpu_of(p.split_ms, HAND_OVER[0])}; all of it between two renders: "
+                  f"{sum(statistics.mean(p.split_ms[k]) for k in steps_cpu):.2f}")
         print(f"  {len(p.split_ms['total'])} jobs; the means add up to the total's mean, "
               "the medians need not")
         if p.split_ms.get(TRIPS_POOL):

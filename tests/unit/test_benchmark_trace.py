@@ -63,3 +63,16 @@ def test_jobs_not_measured_and_marks_without_a_clock_are_left_out(tmp_path: Path
     assert len(split["total"]) == 1  # a -> b only: c was not measured
     assert split[throughput.RENDER_CPU] == []
     assert not any(math.isnan(v) for v in split["total"])
+
+
+def test_the_pool_process_cpu_of_each_of_its_own_steps(tmp_path: Path) -> None:
+    _write_trace(tmp_path, ["a", "b"])
+    split = throughput.trace_split(tmp_path, {"a", "b"})
+    cpu = throughput.CPU_OF
+    # Steps between two marks of the pool process: the CPU its clock moved
+    assert split[cpu + "end script"] == pytest.approx([0.3], abs=1e-3)  # 0.0465 - 0.0462
+    assert split[cpu + "tracer set-up"] == pytest.approx([0.1], abs=1e-3)  # next job's
+    # The hand-over: from its postrun to its next message (0.05 + 0.0 - 0.0468)
+    assert split[cpu + throughput.HAND_OVER[0]] == pytest.approx([3.2], abs=1e-3)
+    # Steps with a mark of the main process have no pool process CPU
+    assert cpu + "result to the main process" not in split

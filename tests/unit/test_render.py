@@ -245,3 +245,15 @@ def test_data_walk_takes_subclasses_and_refuses_what_json_cannot_carry() -> None
                       (_Frozen(deep=[[["x" * 20]]]), "characters")]:
         with pytest.raises(errors.InvalidDataError, match=text):
             limits.check_data(bad, limits.DataLimits(max_string=10))
+
+
+def test_a_render_result_as_the_task_returns_it() -> None:
+    from pdftasks.render.service import RenderResult
+
+    result = RenderResult(path="/out/a.pdf", pages=2, bytes=1234, duration_ms=48.5,
+                          extra={"priority": "high", "worker_pid": 7})
+    out = result.as_dict()
+    assert out == {"path": "/out/a.pdf", "pages": 2, "bytes": 1234, "duration_ms": 48.5,
+                   "priority": "high", "worker_pid": 7}
+    out["priority"] = "low"  # a copy: the result keeps its own
+    assert result.extra["priority"] == "high"

@@ -70,7 +70,6 @@ def quiet_progress_log() -> None:
     progress = logging.getLogger(PROGRESS_LOGGER)
     if not any(isinstance(f, _ProgressAtDebug) for f in progress.filters):
         progress.addFilter(_ProgressAtDebug())
-    skip_unwanted_progress()
 
 
 def skip_unwanted_progress() -> None:
@@ -376,7 +375,7 @@ class PDFService:
 
         if not self._stylesheets_ready:
             self._setup_stylesheet_cache()
-        elif self.cache_stylesheets:
+        if self.cache_stylesheets:
             skip_unwanted_progress()
         stylesheets = [self._stylesheet(css_file)] if css_file else []
         try:

@@ -714,7 +714,8 @@ def trace_split(trace_dir: Path, measured: set[str]) -> dict[str, list[float]]:
         for line in path.read_text().splitlines():
             parts = line.split()
             stamp, step, task_id = parts[:3]
-            count, clock = (parts[3:] + ["0", "nan"][len(parts[3:]):])[:2]
+            count = parts[3] if len(parts) > 3 else "0"  # Redis round trips so far
+            clock = parts[4] if len(parts) > 4 else "nan"  # the process's CPU clock
             if not step.startswith("m_"):  # a pool process's mark: its CPU clock
                 cpu.setdefault(task_id, {})[step] = float(clock)
             if step == "m_write":
@@ -736,8 +737,7 @@ def trace_split(trace_dir: Path, measured: set[str]) -> dict[str, list[float]]:
         for a, b in zip(ids, ids[1:], strict=False):
             if a not in measured or b not in measured:
                 continue
-            here = dict(steps[a])
-            here.update({f"next:{k}": v for k, v in steps[b].items()})
+            here = _with_next(steps[a], steps[b])
             if "m_result_end" in here and "next:k_in" in here:
                 after = [t for t in stamps if here["m_result_end"] <= t <= here["next:k_in"]]
                 if after:
@@ -746,8 +746,7 @@ def trace_split(trace_dir: Path, measured: set[str]) -> dict[str, list[float]]:
                 continue
             for name, start, end, _ in TRACE_STEPS:
                 out[name].append((here[end] - here[start]) * 1000)
-            clock = dict(cpu.get(a, {}))
-            clock.update({f"next:{k}": v for k, v in cpu.get(b, {}).items()})
+            clock = _with_next(cpu.get(a, {}), cpu.get(b, {}))
             for name, start, end, _ in [*TRACE_STEPS, HAND_OVER]:
                 if start in clock and end in clock and not math.isnan(clock[end] - clock[start]):
                     out.setdefault(CPU_OF + name, []).append((clock[end] - clock[start]) * 1000)
@@ -757,6 +756,11 @@ def trace_split(trace_dir: Path, measured: set[str]) -> dict[str, list[float]]:
             if "next:m_dispatched" in here:
                 out[TAKEN_EARLY].append(float(here["next:m_dispatched"] < here["m_result"]))
     return out
+
+
+def _with_next(marks: dict[str, float], following: dict[str, float]) -> dict[str, float]:
+    """One job's marks and, as ``next:<step>``, those of its process's next job."""
+    return {**marks, **{f"next:{k}": v for k, v in following.items()}}
 
 
 def _cpu_of(split: dict[str, list[float]], step: str) -> str:

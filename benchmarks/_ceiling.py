@@ -27,7 +27,15 @@ script (``TAKE``) acknowledges the last message and takes the next one as above;
 ``generate_pdf`` runs through Celery's tracer as in a pool process, with its own begin and
 finish scripts, hooks and log line: three round trips per job.
 
-Both leave out what surrounds the jobs: a supervisor that enforces the hard time limit and
+**the task with one script per job** (:func:`supervise_tasks` with ``one_script``): as
+*the task as it is*, but the end of a job, its acknowledgement, the next message and the
+start of that job take one round trip: the task's own end script (``JobStore.finish``) and
+``TAKE_AND_BEGIN`` (acknowledge, take the next message, begin it as ``JobStore.begin``
+does) go in one pipeline, and the task's start script is not sent for a job begun that
+way. Celery's tracer, the task's code, hooks and log line stay: the plan in
+``docs/explanation/performance.md`` ("What a worker that reaches the target would be").
+
+All leave out what surrounds the jobs: a supervisor that enforces the hard time limit and
 replaces a crashed process, revokes, remote control, task events, retries with a
 countdown (ETA messages), warm shutdown. So each row is an upper bound for its variant of
 that design on this machine.
@@ -201,9 +209,35 @@ if not msg then return false end
 return {msg, queue}
 """
 
+# The ``one_script`` task row: sent in one pipeline with the task's own end script. ARGV:
+# now, the ended job's delivery tag or '', ns, max redeliveries, started_at, the head of
+# the STARTED meta, result ttl, then the queues. Begins the message it takes as
+# JobStore.begin does (attempt count, the redelivery check, PROCESSING, STARTED).
+TAKE_AND_BEGIN = _MOVE_AND_PUT + _ACK_AND_TAKE + """
+if ARGV[2] ~= '' then ack(ARGV[2]) end
+local msg, queue, m = take('', '', 8, #ARGV, ARGV[1])
+if not msg then return false end
+local ns, id = ARGV[3], m['headers']['id']
+local job = ns .. ':job:' .. id
+local attempts, moved = 0, 0
+if redis.call('EXISTS', job) == 1 then
+  attempts = redis.call('HINCRBY', job, 'attempts', 1)
+  local retries = tonumber(m['headers']['retries'] or 0)
+  if attempts - retries - 1 <= tonumber(ARGV[4]) then
+    moved = move(job, ns, id, 'processing', 'pending,retrying,processing', 1, 0)
+    if moved == 1 then
+      redis.call('HSET', job, 'started_at', ARGV[5], 'retry_count', retries)
+      put('celery-task-meta-' .. id, ARGV[6] .. ', "kwargs": ' .. cjson.encode(m['body'])
+          .. ', "queue": "' .. queue .. '", "task_id": "' .. id .. '"}', ARGV[7])
+    end
+  end
+end
+return {msg, queue, attempts, moved, id}
+"""
+
 
 def supervise_tasks(url: str, namespace: str, queues: list[str], log_path: str,
-                   ready: list[Any]) -> None:
+                   ready: list[Any], one_script: bool = False) -> None:
     """The ``task`` row's parent: builds the app once (every module imported), then forks a
     process per event in ``ready`` that runs :func:`consume_task`, as the prefork pool forks
     its processes from the worker's main process (their modules shared copy-on-write), and
@@ -226,7 +260,8 @@ def supervise_tasks(url: str, namespace: str, queues: list[str], log_path: str,
     worker_signals._quiet_celery_job_lines(settings.log_level)
     worker_signals._write_results_with_records(app, settings)  # as in a pool process
     ctx = multiprocessing.get_context("fork")
-    kids = [ctx.Process(target=consume_task, args=(app, url, queues, event), daemon=True)
+    kids = [ctx.Process(target=consume_task, args=(app, url, queues, event, one_script),
+                        daemon=True)
             for event in ready]
 
     def stop(*_: Any) -> None:
@@ -243,10 +278,14 @@ def supervise_tasks(url: str, namespace: str, queues: list[str], log_path: str,
         kid.join()
 
 
-def consume_task(app: Any, url: str, queues: list[str], ready: Any) -> None:
-    """The ``task`` row's loop: one script takes the next message (and acknowledges the last
+def consume_task(app: Any, url: str, queues: list[str], ready: Any,
+                 one_script: bool = False) -> None:
+    """The ``task`` rows' loop: one script takes the next message (and acknowledges the last
     one), then ``generate_pdf`` runs as in a pool process, through Celery's tracer, with its
-    begin and finish scripts, hooks and log line. Three round trips per job."""
+    begin and finish scripts, hooks and log line: three round trips per job. With
+    ``one_script`` (:func:`one_round_trip`), the end script also takes and begins the next
+    job, which then runs without a start script or a take: one round trip per job while
+    messages wait."""
     import gc
 
     import redis
@@ -264,6 +303,10 @@ def consume_task(app: Any, url: str, queues: list[str], ready: Any) -> None:
     client = redis.Redis.from_url(url, decode_responses=True)
     take = client.register_script(TAKE)
     ended, given = "", ("", "")
+    current = [""]  # the delivery tag of the job running, until its end script acknowledges it
+    taken: list[Any] = []  # [message, queue] taken and begun by that end script
+    if one_script:
+        one_round_trip(app, hostname, queues, current, taken)
     ready.set()
     traced = 0
     while True:
@@ -273,7 +316,7 @@ def consume_task(app: Any, url: str, queues: list[str], ready: Any) -> None:
             # warm-up froze it (PDFService.warm_up).
             gc.collect()
             gc.freeze()
-        got = take(args=[time.time(), ended, *given, *queues])
+        got = taken.pop() if taken else take(args=[time.time(), ended, *given, *queues])
         ended, given = "", ("", "")
         if not got:
             popped = client.brpop(queues, timeout=1)
@@ -288,7 +331,55 @@ def consume_task(app: Any, url: str, queues: list[str], ready: Any) -> None:
                        reply_to=props.get("reply_to"), is_eager=False,
                        delivery_info={"exchange": "", "routing_key": queue,
                                       "priority": 0, "redelivered": False})
+        current[0] = props["delivery_tag"]
         trace_task(task, headers["id"], args, kwargs, request, app=app, hostname=hostname,
                    eager=False)
         traced += 1
-        ended = props["delivery_tag"]
+        ended, current[0] = current[0], ""  # unless the end script acknowledged it
+
+
+def one_round_trip(app: Any, hostname: str, queues: list[str], current: list[str],
+                   taken: list[Any]) -> None:
+    """Make this process's job store send ``TAKE_AND_BEGIN`` with each end script (one
+    pipeline): the job ends, its message (``current``) is acknowledged, and the next message
+    is taken and begun; it goes to ``taken``, and the start script of that job is not sent
+    (``begin`` answers with what the pipeline did)."""
+    from pdftasks.celery_app import GENERATE_PDF
+    from pdftasks.stores.redis import _FINISH
+    from pdftasks.worker.tasks import job_store
+
+    store = job_store(app)
+    settings = app.pdftasks_settings
+    client = store.client
+    finish_sha, take_sha = client.script_load(_FINISH), client.script_load(TAKE_AND_BEGIN)
+    started_head = json.dumps({"status": "STARTED",
+                               "result": {"pid": os.getpid(), "hostname": hostname},
+                               "traceback": None, "children": [], "date_done": None,
+                               "name": GENERATE_PDF, "args": [], "worker": hostname,
+                               "retries": 0})[:-1]
+    begun: dict[str, tuple[int, bool]] = {}
+    store_begin = store.begin
+
+    def begin(job_id: str, *args: Any, **values: Any) -> tuple[int, bool]:
+        got = begun.pop(job_id, None)
+        return got if got is not None else store_begin(job_id, *args, **values)
+
+    def finish(job_id: str, to: Any, allowed_from: Any, event: Any = None,
+               results: Any = (), counters: Any = (), **values: Any) -> bool:
+        # RedisJobStore.finish's script, with TAKE_AND_BEGIN in the same pipeline
+        keys, args = store.finish_call(job_id, to, allowed_from, event, results, counters,
+                                       values)
+        pipe = client.pipeline(transaction=False)
+        pipe.evalsha(finish_sha, len(keys), *keys, *args)
+        now = time.time()
+        pipe.evalsha(take_sha, 0, now, current[0], store.namespace, settings.max_redeliveries,
+                     repr(now), started_head, settings.result_expires_s, *queues)
+        (moved, record), got = pipe.execute()
+        current[0] = ""
+        if got:
+            msg, queue, attempts, moved_next, next_id = got
+            begun[next_id] = (int(attempts), bool(moved_next))
+            taken.append([msg, queue])
+        return store.finished(job_id, moved, record)
+
+    store.begin, store.finish = begin, finish  # type: ignore[method-assign]

@@ -64,12 +64,15 @@ Methodology
   of a pool process and the share of jobs whose next message was taken early;
   ``--also-concurrency C`` adds a stock pdftasks phase with C processes on the
   same cores (e.g. N + 1, so a process waiting for its next job leaves its core to
-  another); ``--also-ceiling`` adds two rows from ``_ceiling.py``, N processes that are
+  another); ``--also-ceiling`` adds three rows from ``_ceiling.py``, N processes that are
   each their own consumer of the pdftasks queues, with no worker main process: "one script
   per job" (end the last job as the job store does, acknowledge it, take the next message
   most urgent queue first, record it unacknowledged, begin it: one round trip) and "the
   task as it is" (a script acknowledges and takes, then ``generate_pdf`` runs through
-  Celery's tracer with its own scripts: three round trips); upper bounds for a worker built
+  Celery's tracer with its own scripts: three round trips) and "the task, one script per
+  job" (the same, but the task's end script goes in one pipeline with a script that
+  acknowledges the job, takes the next message and begins it, and that job's start script
+  is not sent: one round trip while messages wait); upper bounds for a worker built
   that way, without its supervision, retries or events, and the report prints their ratios
   to the pool. None of these is part of the comparison the target is about.
 * The speed of this kind of machine drifts by tens of percent over tens of seconds (other
@@ -557,14 +560,18 @@ class CeilingSetup(Setup):
     pdftasks), on its own database of the Redis server. Default: N spawned processes, one
     script does all of a job's Redis work (one round trip). ``task``: one spawned parent
     builds the app and forks the N processes, which run ``generate_pdf`` as a pool process
-    does (three round trips per job)."""
+    does (three round trips per job); with ``one_script``, the end script of a job also
+    takes and begins the next one (one round trip per job while messages wait)."""
 
     def __init__(self, args: argparse.Namespace, tmp: Path, server: RedisServer, db: int,
-                 task: bool = False) -> None:
+                 task: bool = False, one_script: bool = False) -> None:
         self.args, self.tmp, self.server, self.db, self.task = args, tmp, server, db, task
+        self.one_script = one_script
         self.c = args.concurrency
-        self.name = (f"ceiling: consumer per process, {self.c}, the task as it is" if task
-                     else f"ceiling: consumer per process, {self.c}, one script per job")
+        self.name = (f"ceiling: consumer per process, {self.c}, "
+                     + ("one script per job" if not task
+                        else "the task, one script per job" if one_script
+                        else "the task as it is"))
         self.procs: list[Any] = []
         self.kids: list[int] = []
 
@@ -582,7 +589,8 @@ class CeilingSetup(Setup):
         if self.task:  # the task's own settings: PDFTASKS_* as for the stock worker
             # Not a daemon: it has children. stop() terminates it, and it them.
             self.procs = [ctx.Process(target=_ceiling.supervise_tasks, daemon=False, args=(
-                url, ns, queue_names(ns), str(self.tmp / f"ceiling-{self.db}.log"), ready))]
+                url, ns, queue_names(ns), str(self.tmp / f"ceiling-{self.db}.log"), ready,
+                self.one_script))]
         else:
             self.procs = [ctx.Process(target=_ceiling.consume, daemon=True, args=(
                 url, ns, queue_names(ns), str(self.tmp / "out-ceiling"),
@@ -931,7 +939,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--also-ceiling", action="store_true",
                         help="also run _ceiling.py: a consumer in each process, no main "
                              "process; one row with one Redis script per job, one with the "
-                             "task as it is (upper bounds for that design)")
+                             "task as it is, one with the task and one round trip per job "
+                             "(upper bounds for that design)")
     parser.add_argument("--no-naive", action="store_true",
                         help="leave out the two naive rows (stock Celery task, process pool)")
     parser.add_argument("--timeout", type=float, default=300.0,
@@ -963,8 +972,10 @@ def main(argv: list[str] | None = None) -> int:
             setups += [PdftasksSetup(args, tmp, server, db=2 + k, **kw)
                        for k, kw in enumerate(extra)]
             if args.also_ceiling:
-                setups += [CeilingSetup(args, tmp, server, db=2 + len(extra) + k, task=task)
-                           for k, task in enumerate((False, True))]
+                setups += [CeilingSetup(args, tmp, server, db=2 + len(extra) + k, task=task,
+                                        one_script=one)
+                           for k, (task, one) in enumerate(
+                               ((False, False), (True, False), (True, True)))]
             for setup in setups:
                 log(f"starting: {setup.name}")
                 running.append(setup)

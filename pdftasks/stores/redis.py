@@ -203,6 +203,16 @@ class RedisJobStore(JobStore):
                counters: Counters = (), **values: Any) -> bool:
         """One script: the transition, its event, the counters (HINCRBYFLOAT), the results
         (see ``JobStore.finish``); the changed record is kept for ``remembered``."""
+        keys, args = self.finish_call(job_id, to, allowed_from, event, results, counters,
+                                      values)
+        with self._guard():
+            moved, record = self._finish(keys=keys, args=args)
+        return self.finished(job_id, moved, record)
+
+    def finish_call(self, job_id: str, to: JobStatus, allowed_from: Iterable[JobStatus],
+                    event: dict[str, Any] | None, results: ResultWrites, counters: Counters,
+                    values: dict[str, Any]) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of ``finish``'s script (``_FINISH``)."""
         fields = _flat(values)
         flat_counters = [str(v) for counter in counters for v in counter]
         args: list[Any] = [self.namespace, job_id, to.value,
@@ -210,9 +220,11 @@ class RedisJobStore(JobStore):
                            f"{self.namespace}:events",
                            "" if event is None else json.dumps(event),
                            len(flat_counters), *flat_counters]
-        keys = self._result_writes(job_id, args, results)
-        with self._guard():
-            moved, record = self._finish(keys=keys, args=args)
+        return self._result_writes(job_id, args, results), args
+
+    def finished(self, job_id: str, moved: int, record: list[str]) -> bool:
+        """``finish``'s answer from its script's: whether the record moved; the changed
+        record is kept for ``remembered``."""
         self._last = (job_id, dict(zip(record[::2], record[1::2], strict=True))) if moved \
             else None
         return bool(moved)

@@ -23,8 +23,10 @@ from pdftasks.render.fetcher import _install_stylesheet_hook as _install_stylesh
 from pdftasks.render.limits import apply_memory_limit, harfbuzz_subset_available, time_limit
 from pdftasks.render.sandbox import (
     MAX_TEMPLATE_FORMAT_WIDTH,
+    MAX_TEMPLATE_LIPSUM,
     MAX_TEMPLATE_POWER_BITS,
     MAX_TEMPLATE_SEQUENCE,
+    MAX_TEMPLATE_TEXT,
     ConfinedLoader,
     LimitedSandbox,
     resolve_inside,
@@ -33,8 +35,10 @@ from pdftasks.render.service import PDFService, PDFServiceConfig, RenderResult
 
 __all__ = [
     "MAX_TEMPLATE_FORMAT_WIDTH",
+    "MAX_TEMPLATE_LIPSUM",
     "MAX_TEMPLATE_POWER_BITS",
     "MAX_TEMPLATE_SEQUENCE",
+    "MAX_TEMPLATE_TEXT",
     "STYLESHEET_CACHE_SIZE",
     "ConfinedLoader",
     "LimitedSandbox",

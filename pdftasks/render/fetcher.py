@@ -105,9 +105,12 @@ def _make_fetcher(roots: tuple[Path, ...], prefixes: tuple[str, ...]) -> Any:
 
         def local_path(self, url: str) -> Path:
             """The file a ``file:`` URL names, if it may be read; else raise ``Denied``."""
-            path = Path(url2pathname(urlsplit(url).path)).resolve()
-            if any(path.is_relative_to(root) for root in roots) and path.is_file():
-                return path
+            try:
+                path = Path(url2pathname(urlsplit(url).path)).resolve()
+                if any(path.is_relative_to(root) for root in roots) and path.is_file():
+                    return path
+            except (OSError, ValueError):  # a name too long, a NUL, a lone surrogate
+                pass
             raise Denied(f"refused to read {url}: only files inside the templates "
                          "directory can be used")
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pdftasks.errors import TemplateSecurityError
-from pdftasks.render import PDFService, PDFServiceConfig
+from pdftasks.errors import TemplateSecurityError, UnsafePathError, UnsafeResourceError
+from pdftasks.render import PDFService, PDFServiceConfig, resolve_inside
 
 SECRET = "root:x:0:0:TOP-SECRET-OUTSIDE"
 
@@ -56,3 +56,22 @@ def test_includes_inside_the_templates_dir_still_work(service) -> None:
     assert service.render_html("fine.html", {}) == "<p>inside</p>"
     pdf, pages = service.render_pdf("fine.html", {})
     assert pages == 1 and SECRET.encode() not in pdf
+
+
+@pytest.mark.parametrize("name", ["a" * 256, "d/" * 2100 + "x.html", "caf\ud800.html"])
+def test_names_no_file_system_takes_are_typed_errors(service, name) -> None:
+    # Too long a component or path (ENAMETOOLONG), a lone surrogate: refused by name,
+    # wherever a name is resolved (templates, CSS, attachments, merged parts, includes),
+    # never an OSError from the file system.
+    with pytest.raises(UnsafePathError):
+        resolve_inside(service.templates_dir, name, "template")
+    with pytest.raises(TemplateSecurityError):
+        service.render_html("dynamic.html", {"name": name})
+
+
+def test_a_link_to_a_name_too_long_is_refused_not_an_error(service) -> None:
+    # The fetcher refuses it as it refuses any file it may not read: a typed, permanent
+    # error, not the file system's OSError.
+    (service.templates_dir / "long_link.html").write_text(f'<img src="{"a" * 300}.png">')
+    with pytest.raises(UnsafeResourceError, match="only files inside the templates"):
+        service.render_pdf("long_link.html", {})

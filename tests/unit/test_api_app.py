@@ -213,7 +213,8 @@ def test_template_files_are_checked_as_files_and_never_compiled(tmp_path) -> Non
     files.check_template("broken.html")  # no compiling: the worker reports the error
     for name, error in (("missing.html", TemplateNotFoundError), ("../x.html", UnsafePathError),
                         ("/etc/passwd", UnsafePathError), ("a\x00", UnsafePathError),
-                        ("\ud800", UnsafePathError), ("é" * 255, TemplateNotFoundError),
+                        ("\ud800", UnsafePathError), ("é" * 255, UnsafePathError),
+                        ("é" * 127, TemplateNotFoundError),
                         (".", TemplateNotFoundError)):
         with pytest.raises(error) as info:
             files.check(name, "template")

@@ -18,8 +18,8 @@ from pdftasks.api.errors import ApiError
 if TYPE_CHECKING:
     from pdftasks.api.state import ApiState
 
-_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 # Keys and tenants.

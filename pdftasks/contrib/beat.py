@@ -44,8 +44,8 @@ CLAIM_TTL_S = 40 * 86400
 _DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 _SPEC = re.compile(
     r"^(?:(?P<dow>mon|tue|wed|thu|fri|sat|sun)\s+|(?:day\s+)?(?P<dom>\d{1,2})(?:st|nd|rd|th)?"
-    r"\s+)?(?P<h>\d{1,2}):(?P<m>\d{2})$")
-_EVERY = re.compile(r"^every\s+(?P<n>\d+)\s*s$")
+    r"\s+)?(?P<h>\d{1,2}):(?P<m>\d{2})\Z")
+_EVERY = re.compile(r"^every\s+(?P<n>\d+)\s*s\Z")
 
 
 @dataclasses.dataclass(frozen=True)

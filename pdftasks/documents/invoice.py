@@ -25,6 +25,8 @@ RAM = "urn:un:unece:uncefact:data:standard:ReusableAggregateBusinessInformationE
 UDT = "urn:un:unece:uncefact:data:standard:UnqualifiedDataType:100"
 QDT = "urn:un:unece:uncefact:data:standard:QualifiedDataType:100"
 NSMAP = {"rsm": RSM, "ram": RAM, "qdt": QDT, "udt": UDT}
+#: Most decimal places of an amount, price or quantity in e-invoice data.
+MAX_DECIMALS = 20
 
 #: BT-24, the specification identifier of each profile.
 GUIDELINES = {
@@ -45,9 +47,9 @@ _EXEMPTION = {"E": "Exempt from VAT", "AE": "Reverse charge",
               "K": "Intra-community supply", "G": "Export outside the EU"}
 
 _CENT = Decimal("0.01")
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_COUNTRY = re.compile(r"^[A-Z]{2}$")
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}\Z")
+_COUNTRY = re.compile(r"^[A-Z]{2}\Z")
+_CURRENCY = re.compile(r"^[A-Z]{3}\Z")
 
 
 def _money(value: Decimal) -> Decimal:
@@ -146,6 +148,10 @@ class _Reader:
             raise self.fail(where, f"{value!r} is not a number") from None
         if not number.is_finite() or abs(number) >= Decimal("1e12"):
             raise self.fail(where, f"{value!r} is out of range")
+        exponent = number.as_tuple().exponent
+        if not isinstance(exponent, int) or exponent < -MAX_DECIMALS:
+            # Written out in the XML digit by digit: 1e-999999999 would be a gigabyte.
+            raise self.fail(where, f"{value!r} has more than {MAX_DECIMALS} decimals")
         return number
 
     def date(self, obj: Mapping[str, Any], key: str, where: str, *,

@@ -8,6 +8,7 @@ An absent option costs nothing.
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +18,7 @@ from pdftasks.errors import InvalidOptionsError
 from pdftasks.options.document import (
     SECRET_PATHS,
     DocumentOptionsMixin,
+    _refused,
     check_document_options,
     has_document_options,
 )
@@ -38,8 +40,23 @@ class JobOptions(DocumentOptionsMixin):
 
     @model_validator(mode="after")
     def _combinations(self) -> JobOptions:
+        _check_json_text(self)
         check_document_options(self)
         return self
+
+
+def _check_json_text(options: JobOptions) -> None:
+    # Free-form values (merge data, keywords, names) must be what JSON and UTF-8 carry:
+    # a lone surrogate or a NaN would be accepted here and fail every later read of the
+    # job's record (the API's JSON answers, webhooks) instead of the submit.
+    try:
+        json.dumps(options.model_dump(mode="python", by_alias=True, exclude_none=True),
+                   allow_nan=False, ensure_ascii=False, default=str).encode()
+    except UnicodeEncodeError as exc:
+        raise _refused(f"{exc.object[exc.start:exc.end]!r} is a lone surrogate, not valid "
+                       "Unicode text") from None
+    except ValueError:
+        raise _refused("NaN and Infinity are not JSON numbers") from None
 
 
 def _where(err: Mapping[str, Any]) -> str:

@@ -52,7 +52,7 @@ class AwsSettings(TopicModel):
     @field_validator("storage")
     @classmethod
     def _storage_url(cls, value: str) -> str:
-        if value and not re.match(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$", value):
+        if value and not re.match(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?\Z", value):
             raise ValueError("PDFTASKS_STORAGE must be empty (local output dir) or "
                              "s3://bucket/prefix")
         # Normalisation only (documented): s3://b/p/ and s3://b/p are the same place.

@@ -24,9 +24,9 @@ if TYPE_CHECKING:
     from pdftasks.settings import Settings
 
 #: Output names: one path component, ending in .pdf, no hidden files.
-_OUTPUT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._ ()+@,=-]{0,195}\.pdf$", re.IGNORECASE)
+_OUTPUT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._ ()+@,=-]{0,195}\.pdf\Z", re.IGNORECASE)
 #: One segment of a storage key: a namespace, tenant or job id (no dots first, no slashes).
-_KEY_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_KEY_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
 #: The owner segment of jobs that have no tenant (tenant names start with a letter or digit).
 NO_TENANT = "_"
 #: This host in temporary file names, so a writer can be recognised as dead (one output

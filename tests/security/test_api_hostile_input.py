@@ -158,6 +158,30 @@ def test_numbers_json_cannot_carry_are_refused_in_data_and_metadata(client, valu
         assert answer.json()["field"] == ("data" if metadata is None else "metadata")
 
 
+@pytest.mark.parametrize("options", [
+    '{"merge": [{"self": true}, {"template": "invoice.html", "data": {"x": "\\ud800"}}]}',
+    '{"merge": [{"self": true}, {"template": "invoice.html", "data": {"\\udfff": 1}}]}',
+    '{"merge": [{"self": true}, {"template": "invoice.html", "data": {"x": NaN}}]}',
+    '{"merge": [{"self": true}, {"template": "invoice.html", "data": {"x": [-Infinity]}}]}',
+    '{"metadata": {"keywords": ["ok", "\\ud800"]}}',
+])
+def test_options_carry_only_json_text_and_numbers(client, options) -> None:
+    # Free-form values inside options (merge data, keywords) are checked like data: once
+    # accepted, a lone surrogate made every later read of the job (and the tenant's job
+    # list) a 500 for as long as the record was kept.
+    body = job_body()[:-1] + f', "options": {options}}}'
+    answer = client.post("/api/pdf", content=body, headers=JSON)
+    assert_clean(answer, body)
+    assert answer.status_code == 422 and answer.json()["field"] == "options", answer.text
+    # A batch answers for each job: this one is rejected, naming its options.
+    answer = client.post("/api/pdf/batch", content=f'{{"jobs": [{body}]}}', headers=JSON)
+    assert_clean(answer, body)
+    doc = answer.json()
+    assert (doc["queued"], doc["rejected"]) == (0, 1), doc
+    assert doc["jobs"][0]["field"] == "jobs.0.options", doc
+    assert_clean(client.get("/api/pdf", headers=AUTH))
+
+
 def test_huge_numbers_and_odd_content_lengths_are_not_server_errors(client) -> None:
     for digits in (100, 4000, 5000, 100_000):
         answer = client.post("/api/pdf", content=job_body(f'{{"n": {"9" * digits}}}'),

@@ -193,6 +193,9 @@ def test_vat_rounds_half_up_per_rate() -> None:
     ({"items": []}, "items: an e-invoice needs at least one line item"),
     ({"items": [{"description": "a", "quantity": "two", "unit_price": 1}]},
      "items[0].quantity: 'two' is not a number"),
+    # Written out digit by digit in the XML: refused before it is built (a gigabyte).
+    ({"items": [{"description": "a", "quantity": "1e-999999999", "unit_price": 1}]},
+     "items[0].quantity: '1e-999999999' has more than 20 decimals"),
     ({"items": [{"description": "a", "quantity": 1, "unit_price": 1, "vat_category": "Z"}]},
      "items[0].vat_rate: category Z needs a rate of 0"),
     ({"items": [{"description": "a", "quantity": 1, "unit_price": 1, "vat_rate": 0,

@@ -70,7 +70,9 @@ def test_template_paths_outside_or_missing_are_refused(service: PDFService, name
 
 
 @pytest.mark.parametrize("name", ["../x.pdf", "a/b.pdf", "/tmp/x.pdf", "..pdf", "x.txt",
-                                  ".hidden.pdf", "a\\b.pdf", "a\x00.pdf", ""])
+                                  ".hidden.pdf", "a\\b.pdf", "a\x00.pdf", "",
+                                  # `$` matches before a final newline: checked to the end
+                                  "x.pdf\n", "x.pdf\n\n", "x.pdf\r"])
 def test_unsafe_output_names_are_refused(service: PDFService, name: str) -> None:
     with pytest.raises(errors.UnsafePathError):
         service.check_job("invoice.html", name)
@@ -257,3 +259,14 @@ def test_a_render_result_as_the_task_returns_it() -> None:
                    "priority": "high", "worker_pid": 7}
     out["priority"] = "low"  # a copy: the result keeps its own
     assert result.extra["priority"] == "high"
+
+
+@pytest.mark.parametrize(("namespace", "job_id", "tenant"), [
+    ("pdf\n", "j1", None), ("pdf", "j1\n", None), ("pdf", "j1", "acme\n")])
+def test_storage_key_parts_are_checked_to_the_end(namespace, job_id, tenant) -> None:
+    from pdftasks.storage import check_key, storage_key
+
+    with pytest.raises(errors.UnsafePathError):
+        storage_key(namespace, job_id, "a.pdf", tenant)
+    with pytest.raises(errors.UnsafePathError):
+        check_key(f"{namespace}/{tenant or '_'}/{job_id}/a.pdf")

@@ -33,7 +33,8 @@ handlers, path redaction), :mod:`~pdftasks.api.models` (request and response mod
 :mod:`~pdftasks.api.middleware` (body limit, latency), :mod:`~pdftasks.api.state` (one
 process's state), :mod:`~pdftasks.api.routes` (the route table) and
 :mod:`~pdftasks.api.application` (:func:`build_api`). ``app`` is the application built with
-the settings of the environment.
+the settings of the environment, for a process that serves it alone (it freezes the
+garbage collector's objects at startup; ``build_api()`` does not unless asked).
 """
 
 from __future__ import annotations
@@ -96,4 +97,4 @@ __all__ = [
 ]
 
 #: The ASGI application (``uvicorn pdftasks.api:app``); its state is made at startup.
-app = build_api()
+app = build_api(freeze_gc=True)  # served alone: pdftasks api, uvicorn pdftasks.api:app

@@ -17,18 +17,23 @@ from pdftasks.api.state import ApiState
 from pdftasks.settings import Settings, get_settings
 
 
-def build_api(settings: Settings | None = None) -> FastAPI:
+def build_api(settings: Settings | None = None, *, freeze_gc: bool = False) -> FastAPI:
     """The FastAPI application; its state (Redis, job manager) is made at startup.
 
     An entry point: ``settings`` default to the environment's, read here once and passed
-    to everything the application makes."""
+    to everything the application makes. ``freeze_gc``: at startup, move every object
+    alive to the garbage collector's permanent generation (``gc.freeze()``: shorter
+    collections while serving). Only for a process that serves this API alone, such as
+    ``pdftasks api`` (``pdftasks.api:app``); a host application that builds the API into
+    its own process keeps its garbage collector as it set it."""
     s = settings or get_settings()
 
     @contextlib.asynccontextmanager
     async def lifespan(api: FastAPI) -> AsyncIterator[None]:
         state = ApiState(s)
         api.state.api = state
-        gc.freeze()  # what was loaded so far stays: shorter collections while serving
+        if freeze_gc:
+            gc.freeze()  # what was loaded so far stays: shorter collections while serving
         try:
             yield
         finally:

@@ -16,6 +16,9 @@ Outside ``TESTED`` every use falls back to kombu's stock behaviour with a warnin
   ``_get_message_estimate``, ``_release_messages``, ``_message_to_python`` and the
   connection's ``_callbacks`` (through ``SQSChannel`` below). Fallback: kombu's own polling
   loop, as with ``priority_polling`` off.
+- ``REDIS_QUEUE_KEYS`` (``pdftasks.worker.lost``: whether a job's message still waits):
+  the Redis channel's ``_q_for_pri`` names the list of each priority step of a queue.
+  Fallback: only the queue's own list is read.
 - ``REDIS_EVENT_PROBE`` (``pdftasks.contrib.monitoring``: task-sent events only while a
   monitor listens): asks the Redis channel for the Pub/Sub topics of an event with
   ``_get_publish_topics``. Fallback: task-sent events for every job, as with
@@ -57,7 +60,14 @@ REDIS_EVENT_PROBE = Internal(
     fallback="task-sent events are sent for every job, as with PDFTASKS_TASK_EVENTS=always",
     policy=FALLBACK)
 
-INTERNALS = (REDIS_RESCUE, REDIS_GUARD, SQS_PRIORITY_POLLING, REDIS_EVENT_PROBE)
+REDIS_QUEUE_KEYS = Internal(
+    "kombu", "Redis keys of a queue's priority steps (the lost-job check reads them)",
+    names=("._q_for_pri",),
+    fallback="only each queue's own list is read: a job whose message waits on a priority "
+             "step's list can be taken for lost", policy=FALLBACK)
+
+INTERNALS = (REDIS_RESCUE, REDIS_GUARD, SQS_PRIORITY_POLLING, REDIS_EVENT_PROBE,
+             REDIS_QUEUE_KEYS)
 PRIVATE_NAMES = tuple(name for internal in INTERNALS for name in internal.names)
 
 
@@ -188,3 +198,14 @@ def __getattr__(name: str) -> Any:
         cls = globals()["SQSChannel"] = _sqs_channel_class()
         return cls
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# REDIS_QUEUE_KEYS
+
+
+def queue_keys(channel: Any, queue: str) -> list[str]:
+    """The Redis lists a queue's messages wait on: its own and one per priority step."""
+    if not supported(REDIS_QUEUE_KEYS):
+        return [queue]
+    steps = [p for p in getattr(channel, "priority_steps", [0]) if p]
+    return [queue, *(channel._q_for_pri(queue, p) for p in steps)]

@@ -368,9 +368,9 @@ def _json_logs_wanted(app: Any) -> bool:
 def _current_pdftasks_app() -> Any:
     """The current Celery app if it is a pdftasks app (a worker's), else None: Celery sets
     up logging and runs tasks for the worker's app, which it made current."""
-    from celery import current_app
+    from celery.app import app_or_default
 
-    app = current_app._get_current_object()
+    app = app_or_default(None)  # the current app itself, not Celery's proxy of it
     return app if is_pdftasks_app(app) else None
 
 

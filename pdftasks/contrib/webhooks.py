@@ -385,6 +385,7 @@ def install(app: Any) -> None:
         retry_jitter=s.retry_jitter,
         max_retries=s.webhook_max_retries,
         ignore_result=True,
+        shared=False,  # each app its own: never registered on a host's app
     )
     if on_event not in event_hooks(app):
         event_hooks(app).append(on_event)

@@ -40,6 +40,7 @@ from typing import Any
 from celery import Celery, bootsteps
 
 from pdftasks.celery_app import GENERATE_PDF, queue_names
+from pdftasks.compat.kombu import queue_keys
 from pdftasks.models import Job
 from pdftasks.options import redacted_paths
 from pdftasks.worker.tasks import (
@@ -111,10 +112,8 @@ def live_messages(app: Celery, job_ids: Iterable[str]) -> set[str]:
         if unacked is None:
             return wanted
         client = channel.client
-        steps = [p for p in getattr(channel, "priority_steps", [0]) if p]
         for queue in queue_names(app_settings(app).queue_namespace):
-            # kombu's key of each priority step of a queue (``Channel._q_for_pri``)
-            for key in [queue, *(f"{queue}{channel.sep}{p}" for p in steps)]:
+            for key in queue_keys(channel, queue):
                 start = 0
                 while True:
                     chunk = client.lrange(key, start, start + 499)

@@ -41,9 +41,9 @@ def _worker_starts(sender: Any = None, **_: Any) -> None:
 @signals.worker_process_init.connect
 def _prepare_child(**_: Any) -> None:
     # The signal names no app: the pool process runs the worker's app, its current app.
-    from celery import current_app
+    from celery.app import app_or_default
 
-    app = current_app._get_current_object()
+    app = app_or_default(None)
     if not is_pdftasks_app(app):
         return
     s = app_settings(app)

@@ -5,6 +5,7 @@ request, and refuses what fails them."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Mapping
@@ -13,7 +14,7 @@ from typing import Any
 from celery.utils.time import maybe_iso8601
 from kombu.exceptions import ContentDisallowed, DecodeError
 
-from pdftasks.errors import InvalidDataError, InvalidJobError
+from pdftasks.errors import InvalidDataError, InvalidJobError, InvalidOptionsError
 from pdftasks.limits import (
     ARRAY,
     EXACT_KINDS,
@@ -301,7 +302,20 @@ def check_arguments(bound: Mapping[str, Any], limits: DataLimits) -> None:
             raise InvalidDataError(_DATA_WORD.sub("metadata", str(exc))) from None
     elif metadata is not None and not isinstance(metadata, Mapping):
         raise InvalidDataError(f"metadata must be a JSON object (dict), not {_name(metadata)}")
-    parse_options(bound.get("options"))
+    options = bound.get("options")
+    if isinstance(options, Mapping) and options:
+        # Bounded before anything walks them (parsing, pickling for the pool process): the
+        # merge parts' data nests a few levels below the options themselves.
+        try:
+            check_data(options, dataclasses.replace(
+                limits, max_depth=limits.max_depth + OPTIONS_DEPTH_MARGIN))
+        except InvalidDataError as exc:
+            raise InvalidOptionsError(_DATA_WORD.sub("options", str(exc))) from None
+    parse_options(options)
+
+
+#: Levels options add above the data they carry (``options.merge[i].data``).
+OPTIONS_DEPTH_MARGIN = 4
 
 
 def check_job_message(message: Any, body: Any, limits: DataLimits,

@@ -34,6 +34,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import reprlib
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -51,6 +52,7 @@ from pdftasks.brokers.redis_guard import (
 from pdftasks.errors import BrokerUnavailableError, InvalidJobError
 from pdftasks.limits import MAX_ID, DataLimits
 from pdftasks.models import JobPriority, JobStatus
+from pdftasks.options.document import SECRET_PATHS
 from pdftasks.stores import DEAD_LETTER_EXCERPT, Job
 from pdftasks.worker.checks import (
     ARG_NAMES,
@@ -113,18 +115,40 @@ def excerpt(value: Any) -> str | None:
     return text[:DEAD_LETTER_EXCERPT]
 
 
+#: A secret option (``SECRET_PATHS``) and its value in a message's text, JSON (``"k": "v"``)
+#: or Python repr (``'k': 'v'``), also cut short by an excerpt's end.
+_SECRET_KEYS = "|".join(sorted({re.escape(path.rsplit(".", 1)[-1]) for path in SECRET_PATHS}))
+_SECRET_VALUE = re.compile(
+    r"""(?P<q>["'])(?P<key>""" + _SECRET_KEYS
+    + r""")(?P=q)\s*:\s*(?P<v>["'])(?:\\.|(?!(?P=v)).)*((?P=v)|$)""", re.DOTALL)
+#: Headers that repeat the arguments (Celery's ``argsrepr``/``kwargsrepr``).
+_ARGUMENT_HEADERS = frozenset({"argsrepr", "kwargsrepr"})
+
+
+def redact_secrets(text: str | None) -> str | None:
+    """``text`` (an excerpt of a message) with the values of secret options replaced."""
+    if not text:
+        return text
+    return _SECRET_VALUE.sub(lambda m: f"{m['q']}{m['key']}{m['q']}: {m['v']}***{m['v']}",
+                             text)
+
+
 def message_info(message: Any) -> dict[str, Any]:
-    """Where ``message`` came from and excerpts of it, for a dead letter."""
+    """Where ``message`` came from and excerpts of it, for a dead letter (secret options
+    redacted: a dead letter is kept, and shown by ``pdftasks dead-letters``)."""
     info: dict[str, Any] = {"worker_pid": os.getpid()}
     try:
         headers = message.headers if isinstance(message.headers, Mapping) else {}
         delivery = message.delivery_info if isinstance(message.delivery_info, Mapping) else {}
+        shown = ({k: v for k, v in headers.items() if k not in _ARGUMENT_HEADERS}
+                 if headers else message.headers)
         info.update(
             queue=excerpt(delivery.get("routing_key")), exchange=excerpt(delivery.get("exchange")),
             task=excerpt(headers.get("task")), message_id=excerpt(headers.get("id")),
             content_type=excerpt(message.content_type),
             content_encoding=excerpt(message.content_encoding),
-            body=excerpt(message.body), headers=excerpt(message.headers))
+            body=redact_secrets(excerpt(message.body)),
+            headers=redact_secrets(excerpt(shown)))
     except Exception as exc:  # a message too broken to describe
         info["error"] = excerpt(f"{_name(exc)}: {exc}")
     return info
@@ -143,14 +167,16 @@ def envelope_info(exc: BaseException) -> dict[str, Any]:
                         exchange=excerpt(delivery.get("exchange")))
         if isinstance(headers, Mapping):
             info.update(task=excerpt(headers.get("task")), message_id=excerpt(headers.get("id")))
+            headers = {k: v for k, v in headers.items() if k not in _ARGUMENT_HEADERS}
         info.update(content_type=excerpt(payload.get("content-type")),
-                    body=excerpt(payload.get("body")), headers=excerpt(headers))
+                    body=redact_secrets(excerpt(payload.get("body"))),
+                    headers=redact_secrets(excerpt(headers)))
     elif isinstance(exc, BrokenEnvelopeError):
-        info["envelope"] = excerpt(exc.payload)
+        info["envelope"] = redact_secrets(excerpt(exc.payload))
     elif isinstance(exc, json.JSONDecodeError):
-        info["envelope"] = excerpt(exc.doc)
+        info["envelope"] = redact_secrets(excerpt(exc.doc))
     elif isinstance(exc, UnicodeDecodeError):
-        info["envelope"] = excerpt(exc.object)
+        info["envelope"] = redact_secrets(excerpt(exc.object))
     return info
 
 
@@ -313,6 +339,8 @@ class GuardedStrategy:
         self.time_limits = (s.hard_time_limit_s, celery_soft_time_limit(s))
         self.refuser = Refuser(consumer)
         self.errors = self.refuser.errors
+        #: The pool's slots (``WorkController.semaphore``: one per process), or None.
+        self.slots = getattr(getattr(consumer, "controller", None), "semaphore", None)
 
     def __call__(self, message: Any, body: Any, *args: Any, **kwargs: Any) -> Any:
         seen: dict[str, Any] = {}
@@ -332,11 +360,17 @@ class GuardedStrategy:
                                              f"({_name(exc)})"), body, seen.get("bound"),
                 self.is_job)
         cap_time_limits(message, body, self.time_limits)
+        slots = self.slots
+        free = getattr(slots, "value", None)
         try:
             return self.handler(message, body, *args, **kwargs)
         except (InvalidTaskError, ContentDisallowed, DecodeError, *self.errors):
             raise  # Celery's own handling: GuardedConsumer's hooks
         except Exception as exc:
+            if slots is not None and free is not None and getattr(slots, "value", free) < free:
+                # The message took a pool slot (Celery's semaphore) and never reached a
+                # process: give it back, or the worker serves one job fewer for good.
+                slots.release()
             log.exception("could not hand a %s message to a worker process", self.task.name)
             return self.refuser.refuse(
                 message, InvalidMessageError(f"the worker could not accept this job "

@@ -127,7 +127,7 @@ def test_poison_messages_fail_their_jobs_and_the_worker_survives(start_worker,
                   "data_type", "priority", "retries_type", "missing", "extra", "positional",
                   "oversized", "not_a_list", "scalar_body", "timelimit", "metadata",
                   "headers_nested", "unknown_task", "no_task_header", "compressed",
-                  "unhashable_task"], ids(22), strict=True))
+                  "unhashable_task", "options_nested"], ids(23), strict=True))
     big = {**valid_kwargs(), "data": {"blob": "x" * (3 * MAX_DATA_BYTES)}}
     with_record = {
         "nested480": (envelope(nested_body(480), j["nested480"]),
@@ -167,6 +167,12 @@ def test_poison_messages_fail_their_jobs_and_the_worker_survives(start_worker,
         "metadata": (envelope(job_body({**valid_kwargs(), "metadata": json.loads(
             '{"m":' * 100 + "1" + "}" * 100)}), j["metadata"]),
                      "metadata is nested deeper than the limit of 32 levels"),
+        # Deep options: before, pickling them for the pool process failed and the job's
+        # pool slot was never given back (with -c 1, no later job was ever served).
+        "options_nested": (envelope(job_body({**valid_kwargs(), "options": json.loads(
+            '{"merge": [{"self": true}, {"template": "invoice.html", "data": '
+            + '{"m":' * 700 + "1" + "}" * 700 + "}]}")}), j["options_nested"]),
+                           "options is nested deeper than the limit of 36 levels"),
         "headers_nested": (envelope(job_body(valid_kwargs()), j["headers_nested"],
                                     headers=headers_for(j["headers_nested"], x=json.loads(
                                         "[" * 480 + "]" * 480))),
@@ -189,8 +195,11 @@ def test_poison_messages_fail_their_jobs_and_the_worker_survives(start_worker,
     }
     # No record anywhere: a FAILED record is made for a generate_pdf message with an id,
     # and every one of them is dead-lettered with its reason.
-    r = dict(zip(["nested480", "unknown_task", "no_task_header", "bad_headers", "bad_id"],
-                 ids(5), strict=True))
+    r = dict(zip(["nested480", "unknown_task", "no_task_header", "bad_headers", "bad_id",
+                  "secret_options"], ids(6), strict=True))
+    secret = "S3cret-Pa55-" + r["secret_options"][:8]
+    secret_kwargs = {**valid_kwargs(), "options": {"encrypt": {"user_password": secret,
+                                                               "owner_password": secret}}}
     recordless = {
         "nested480": (envelope(nested_body(480), r["nested480"]), r["nested480"],
                       "data is nested deeper than the limit of 32 levels"),
@@ -206,6 +215,11 @@ def test_poison_messages_fail_their_jobs_and_the_worker_survives(start_worker,
         "bad_id": (envelope(job_body(valid_kwargs()), r["bad_id"],
                             headers=headers_for(r["bad_id"], id=[1, 2])), None,
                    "the message's header 'id' is a list"),
+        # A dead letter is kept and listed: the job's secret options are not.
+        "secret_options": (envelope(job_body(secret_kwargs), r["secret_options"],
+                                    headers=headers_for(r["secret_options"], task="old.task",
+                                                        kwargsrepr=repr(secret_kwargs))),
+                           r["secret_options"], "unknown task 'old.task'"),
         "not_json": ("{this is not json", None, "JSONDecodeError"),
         "json_list": ("[1, 2, 3]", None, "is a JSON list, not an object"),
         "no_properties": (json.dumps({"body": "", "headers": {}}), None,
@@ -251,6 +265,9 @@ def test_poison_messages_fail_their_jobs_and_the_worker_survives(start_worker,
     for entry in letters:  # excerpts only, never whole bodies
         assert all(len(v) <= DEAD_LETTER_EXCERPT for v in entry.values() if isinstance(v, str))
         assert entry["ts"] > 0
+    assert secret not in json.dumps(letters)
+    with_secret = next(e for e in letters if e.get("message_id") == r["secret_options"])
+    assert '"user_password": "***"' in with_secret["body"], with_secret
     nested = next(e for e in letters if e.get("message_id") == r["nested480"])
     assert nested["queue"] == QUEUE and nested["task"] == GENERATE_PDF
     assert nested["body"].startswith('[[], {"template": "invoice.html"')

@@ -111,6 +111,12 @@ def result_backend_url(s: Settings) -> str:
     return url
 
 
+def _results_can_hide_secrets() -> bool:
+    from pdftasks.compat.celery import REQUEST_CONTEXT, supported
+
+    return supported(REQUEST_CONTEXT)
+
+
 def configure(app: Celery, s: Settings) -> None:
     """Apply ``s`` to ``app``: broker, queues, routing, limits, acknowledgements."""
     ns = s.queue_namespace
@@ -142,7 +148,9 @@ def configure(app: Celery, s: Settings) -> None:
         worker_max_memory_per_child=s.max_memory_per_child_mb * 1024 or None,
         worker_concurrency=s.concurrency,
         task_track_started=True,
-        result_extended=True,
+        # Task arguments in results, with the job's secrets redacted (in the pool process
+        # and in the worker's main process: compat.celery.REQUEST_CONTEXT).
+        result_extended=_results_can_hide_secrets(),
         result_expires=s.result_expires_s,
         # Bounded I/O on the Redis result store, as on the broker (Celery waits 120 s).
         redis_socket_timeout=10,

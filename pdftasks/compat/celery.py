@@ -6,6 +6,12 @@
   was killed stays unacknowledged and is delivered again. Outside ``TESTED``: *fallback* to
   Celery's own cancel, with a warning (on a lost Redis that is also the result backend, such
   a job can be acknowledged and lost).
+- ``Request._context`` (``RedactedContextRequest``, the base of ``pdftasks.worker.request.
+  SecretOptionsRequest``): the context the worker's main process gives the result backend
+  when it writes a state itself (REVOKED, a lost process, the hard time limit); pdftasks
+  gives it the kwargs with the job's secret options redacted. Outside ``TESTED``:
+  *fallback* to ``result_extended`` off (``pdftasks.celery_app.configure``), so no result
+  keeps task arguments.
 - ``celery._state.get_current_task`` (``get_current_task``, for the job id in log lines and
   metrics): outside ``TESTED``, *fallback* to the public ``celery.current_task`` proxy, with
   a warning.
@@ -13,7 +19,10 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
+
+from celery.worker.request import Request
 
 from pdftasks.compat import FALLBACK, Internal, check, installed_version
 
@@ -31,7 +40,12 @@ CURRENT_TASK = Internal(
     "celery", "current-task lookup (job ids in logs and metrics)", names=("celery._state",),
     fallback="the public celery.current_task proxy is used instead", policy=FALLBACK)
 
-INTERNALS = (CANCEL_FLAG, CURRENT_TASK)
+REQUEST_CONTEXT = Internal(
+    "celery", "request context of the worker's main process (secrets left out of the "
+    "results it writes)", names=("._context",),
+    fallback="result_extended is off: results keep no task arguments", policy=FALLBACK)
+
+INTERNALS = (CANCEL_FLAG, CURRENT_TASK, REQUEST_CONTEXT)
 PRIVATE_NAMES = tuple(name for internal in INTERNALS for name in internal.names)
 
 
@@ -56,3 +70,21 @@ def get_current_task() -> Any:
     from celery import current_task
 
     return current_task if current_task else None
+
+
+class RedactedContextRequest(Request):
+    """Celery's worker ``Request`` whose ``_context`` (what the worker's main process gives
+    the result backend) holds the kwargs without the job's secrets
+    (``pdftasks.options.redact_task_kwargs``); the message, and so the pool process, keeps
+    the real ones."""
+
+    @cached_property
+    def _context(self) -> Any:
+        context = Request.__dict__["_context"].func(self)
+        if supported(REQUEST_CONTEXT):
+            from pdftasks.options import redact_task_kwargs
+
+            hidden = redact_task_kwargs(getattr(context, "kwargs", None))
+            if hidden is not None:
+                context.kwargs = hidden  # the context's own attribute only
+        return context

@@ -24,7 +24,7 @@ from pdftasks.options.document import (
 )
 from pdftasks.options.split import SplitOptions
 
-__all__ = ["JobOptions", "SplitOptions", "parse_options", "redact_options",
+__all__ = ["JobOptions", "SplitOptions", "parse_options", "redact_options", "redact_task_kwargs",
            "has_document_options", "redacted_paths"]
 
 #: Replaces a secret option value in job records, results, events and logs.
@@ -101,6 +101,21 @@ def redact_options(raw: Mapping[str, Any] | None) -> dict[str, Any]:
         if isinstance(node, dict) and node.get(leaf) not in (None, ""):
             node[leaf] = REDACTED
     return out
+
+
+def redact_task_kwargs(kwargs: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The kwargs of a job's task (``options``, or a split merge's ``merge.options``) with
+    their secrets redacted, or None when they hold no options to redact."""
+    if not isinstance(kwargs, Mapping):
+        return None
+    hidden = dict(kwargs)
+    options = kwargs.get("options")
+    if isinstance(options, Mapping):
+        hidden["options"] = redact_options(options)
+    merge = kwargs.get("merge")
+    if isinstance(merge, Mapping) and isinstance(merge.get("options"), Mapping):
+        hidden["merge"] = {**merge, "options": redact_options(merge["options"])}
+    return hidden if hidden != dict(kwargs) else None
 
 
 def redacted_paths(options: Mapping[str, Any] | None) -> list[str]:

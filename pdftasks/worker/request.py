@@ -12,14 +12,22 @@ from typing import Any
 
 from billiard.exceptions import WorkerLostError
 from celery import states
-from celery.worker.request import Request
 
+from pdftasks.compat.celery import RedactedContextRequest
 from pdftasks.worker import early
 
 log = logging.getLogger(__name__)
 
 
-class PdfRequest(Request):
+class SecretOptionsRequest(RedactedContextRequest):
+    """The request of a task whose kwargs may hold job options with secrets: what the
+    worker's main process writes to the result backend itself (REVOKED for a cancelled or
+    expired job, FAILURE when its process is lost or killed at the hard time limit, with
+    ``result_extended``: the kwargs) holds them redacted. The pool process still receives
+    the real ones."""
+
+
+class PdfRequest(SecretOptionsRequest):
     """Keeps the job record right when the worker child dies: FAILED when Celery's hard
     time limit kills it, COMPLETED when it died after its success was stored (a split job's
     part is then counted too). Each way a request ends gives back the extra message its

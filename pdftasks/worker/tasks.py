@@ -34,7 +34,12 @@ from pdftasks.errors import (
 )
 from pdftasks.limits import DataLimits, check_data
 from pdftasks.models import TENANT_KEY, JobPriority, JobStatus
-from pdftasks.options import has_document_options, parse_options, redact_options
+from pdftasks.options import (
+    has_document_options,
+    parse_options,
+    redact_options,
+    redact_task_kwargs,
+)
 from pdftasks.options.split import check_split
 from pdftasks.render import (
     PDFService,
@@ -48,7 +53,7 @@ from pdftasks.settings import Settings
 from pdftasks.storage import check_output_filename, storage_key
 from pdftasks.stores import Job, JobStore, open_store
 from pdftasks.worker import early
-from pdftasks.worker.request import PdfRequest
+from pdftasks.worker.request import PdfRequest, SecretOptionsRequest
 
 log = logging.getLogger(__name__)
 
@@ -318,8 +323,11 @@ def hard_limit_error(timeout: float) -> RenderTimeoutError:
 
 class SecretOptionsTask(Task):
     """A task whose kwargs may hold job options with secrets (``options``, or
-    ``merge.options``): Celery keeps them redacted (``hide_secret_options``) and a retry
-    sends the real ones on."""
+    ``merge.options``): Celery keeps them redacted (``hide_secret_options`` in the pool
+    process, ``SecretOptionsRequest`` for what the worker's main process writes) and a
+    retry sends the real ones on."""
+
+    Request = SecretOptionsRequest
 
     def retry(self, args: Any = None, kwargs: Any = None, *rest: Any, **options: Any) -> Any:
         # The request's kwargs lost their secrets (hide_secret_options): retry with the
@@ -583,16 +591,9 @@ def hide_secret_options(sender: Any = None, task: Any = None, **_: Any) -> None:
     if not isinstance(task, SecretOptionsTask):
         return
     request = task.request
-    kwargs = dict(request.kwargs or {})
-    hidden = dict(kwargs)
-    options = kwargs.get("options")
-    if isinstance(options, Mapping):
-        hidden["options"] = redact_options(options)
-    merge = kwargs.get("merge")
-    if isinstance(merge, Mapping) and isinstance(merge.get("options"), Mapping):
-        hidden["merge"] = {**merge, "options": redact_options(merge["options"])}
-    if hidden != kwargs:
-        request.pdftasks_kwargs = kwargs
+    hidden = redact_task_kwargs(request.kwargs)
+    if hidden is not None:
+        request.pdftasks_kwargs = dict(request.kwargs)
         request.kwargs = hidden
 
 

@@ -146,3 +146,45 @@ def test_passwords_stay_out_of_records_results_events_logs_and_webhooks(
     assert not any(s.decode() in logs for s in SECRETS)
     assert leaks_while_running == set()
     assert secret_keys(redis_client, skip_broker=False) == []
+
+
+def test_a_cancelled_job_leaves_no_password_in_its_revoked_result(
+        redis_client, redis_url, tmp_path: Path) -> None:
+    # The REVOKED state of a cancelled job is written by the worker's main process (not the
+    # pool process whose task hides the secrets), from the message's own kwargs.
+    import json as _json
+
+    from pdftasks import PDFQueueManager, PDFService, PDFServiceConfig, RedisBackend
+
+    report = _json.loads((TEMPLATES / "sample_report.json").read_text())
+    report["rows"] = report["rows"] * 25  # a few seconds of rendering: the worker is busy
+    service = PDFService(PDFServiceConfig(templates_dir=TEMPLATES, output_dir=tmp_path / "out"))
+    manager = PDFQueueManager(backend=RedisBackend(url=redis_url, queue_name="docrev"),
+                              pdf_service=service, num_workers=1,
+                              settings={"home": tmp_path / "home"})
+    try:
+        manager.start()
+        busy = manager.submit_job("report.html", report, "busy.pdf")
+        wait_until = time.monotonic() + 60
+        while manager.get_job(busy).status is not JobStatus.PROCESSING:
+            assert time.monotonic() < wait_until, "the busy job never started"
+            time.sleep(0.05)
+        # When an encrypted job queued behind it is cancelled
+        job_id = manager.submit_job(
+            "invoice.html", {"invoice_number": "INV-REVOKED", "client_name": "Acme"},
+            "revoked.pdf", options={"encrypt": {"user_password": USER, "owner_password": OWNER}})
+        assert manager.cancel_job(job_id)
+        manager.wait_for_job(busy, timeout=120)
+        meta: dict[str, Any] = {}
+        while meta.get("status") != "REVOKED":  # the worker took the message and dropped it
+            assert time.monotonic() < wait_until + 120, f"no REVOKED result: {meta}"
+            time.sleep(0.1)
+            meta = manager.app.backend.get_task_meta(job_id)
+    finally:
+        manager.stop(timeout=10)
+    # Then its result keeps the kwargs (result_extended), the passwords redacted
+    assert meta["kwargs"]["options"]["encrypt"] == {"user_password": "***",
+                                                    "owner_password": "***"}
+    assert not any(s.decode() in json.dumps(meta, default=str) for s in SECRETS)
+    assert manager.get_job(job_id).status is JobStatus.CANCELLED
+    assert secret_keys(redis_client, skip_broker=False) == []

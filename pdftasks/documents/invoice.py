@@ -27,6 +27,9 @@ QDT = "urn:un:unece:uncefact:data:standard:QualifiedDataType:100"
 NSMAP = {"rsm": RSM, "ram": RAM, "qdt": QDT, "udt": UDT}
 #: Most decimal places of an amount, price or quantity in e-invoice data.
 MAX_DECIMALS = 20
+#: Most line items of one e-invoice (its XML is built and checked against the schema in
+#: one go, about 80 µs per line).
+MAX_LINES = 10_000
 
 #: BT-24, the specification identifier of each profile.
 GUIDELINES = {
@@ -221,6 +224,9 @@ def read_invoice(data: Mapping[str, Any], profile: str = "en16931") -> Invoice:
     items = data.get("items")
     if not isinstance(items, list) or not items:
         raise r.fail("items", "an e-invoice needs at least one line item")
+    if len(items) > MAX_LINES:
+        raise r.fail("items", f"an e-invoice has at most {MAX_LINES:,} line items, not "
+                              f"{len(items):,}")
     lines: list[Line] = []
     for i, item in enumerate(items):
         where = f"items[{i}]"

@@ -23,7 +23,6 @@ from pdftasks.documents.pipeline import set_metadata
 from pdftasks.documents.sign import SigningProfile
 from pdftasks.errors import (
     DataTypeError,
-    DocumentOptionError,
     InvalidJobError,
     InvalidOptionsError,
     MissingVariableError,
@@ -116,7 +115,8 @@ def check_document_inputs(options: JobOptions | None, data: Mapping[str, Any],
                           check_template: Callable[[object, object], None] | None,
                           limits: DataLimits | int) -> None:
     """Submit-time checks of the document options against the data and the templates (the
-    worker checks again): an invoice the data cannot make (``EInvoiceDataError``), an
+    worker checks again): invoice data with a missing or wrong field or wrong totals
+    (``EInvoiceDataError``; the XML schema is checked by the worker), an
     attachment file or merge template that is not in the templates directory, merge data
     over the limits. ``check_template(name, css_file)`` checks a merge template where the
     templates are (the render service compiles it; the API only looks for the file); None
@@ -124,14 +124,13 @@ def check_document_inputs(options: JobOptions | None, data: Mapping[str, Any],
     """
     if options is None or not has_document_options(options):
         return
-    from pdftasks.documents.invoice import read_invoice
-    from pdftasks.documents.pipeline import prepare
+    if options.einvoice is not None:
+        # The fields and totals only, in proportion to the data: building the XML and
+        # checking it against the schema is the worker's (within its limits), not the
+        # submitting process's (an API serves every tenant's submits).
+        from pdftasks.documents.invoice import read_invoice
 
-    try:
-        prepare(options, data)
-    except DocumentOptionError:  # no `documents` extra here: the workers check the XSD
-        if options.einvoice is not None:
-            read_invoice(data, options.einvoice.profile)
+        read_invoice(data, options.einvoice.profile)
     present = templates_dir.is_dir()
     for i, att in enumerate(options.attachments or ()):
         if att.path is not None:

@@ -193,6 +193,8 @@ def test_vat_rounds_half_up_per_rate() -> None:
     ({"items": []}, "items: an e-invoice needs at least one line item"),
     ({"items": [{"description": "a", "quantity": "two", "unit_price": 1}]},
      "items[0].quantity: 'two' is not a number"),
+    ({"items": [{"description": "a", "quantity": 1, "unit_price": 1}] * 10_001},
+     "items: an e-invoice has at most 10,000 line items, not 10,001"),
     # Written out digit by digit in the XML: refused before it is built (a gigabyte).
     ({"items": [{"description": "a", "quantity": "1e-999999999", "unit_price": 1}]},
      "items[0].quantity: '1e-999999999' has more than 20 decimals"),
@@ -322,3 +324,20 @@ def test_job_parts_of_a_pdfa_merge_must_be_pdfa(service: PDFService) -> None:
     with pytest.raises(DocumentOptionError, match="job locked is encrypted"):
         service.render_document("invoice.html", SAMPLE, None, parse_options(
             {"merge": [{"job_id": "locked"}]}), job_pdf=parts.__getitem__)
+
+
+def test_submit_checks_read_the_invoice_and_leave_the_xml_to_the_worker(monkeypatch) -> None:
+    # Building and schema-checking the XML takes ~80 µs a line; an API checks every
+    # tenant's submits, so it reads the fields and totals only (about 12 µs a line).
+    from pdftasks.documents import invoice, pipeline
+    from pdftasks.render.service import check_document_inputs
+
+    def no_xml(*_: object, **__: object) -> bytes:
+        raise AssertionError("the e-invoice XML was built at submit")
+
+    monkeypatch.setattr(invoice, "einvoice_xml", no_xml)
+    monkeypatch.setattr(pipeline, "einvoice_xml", no_xml)
+    opts = parse_options({"einvoice": {}})
+    check_document_inputs(opts, SAMPLE, TEMPLATES, None, 10**7)
+    with pytest.raises(EInvoiceDataError, match="total"):
+        check_document_inputs(opts, {**SAMPLE, "total": 1}, TEMPLATES, None, 10**7)

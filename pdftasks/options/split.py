@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -12,6 +13,10 @@ from pdftasks.errors import InvalidOptionsError
 
 #: Largest number of parts one job may be cut into.
 MAX_PARTS = 1000
+#: Most bytes the data outside the split list may take, times the number of parts: each
+#: part's message and result carry a copy (so that one request cannot make the broker
+#: hold hundreds of times its size).
+MAX_PART_COPIES_BYTES = 64 * 1024 * 1024
 #: The label stamped on every page of a merged split job: ``{page}`` and ``{pages}`` become
 #: the page's number and the page count of the whole document.
 PAGE_LABEL = "Page {page} of {pages}"
@@ -61,10 +66,21 @@ def split_list(split: SplitOptions, data: Mapping[str, Any]) -> list[Any]:
     if not isinstance(node, list):
         raise InvalidOptionsError(
             f"options.split.key: data.{split.key} is a {type(node).__name__}, not a list")
-    if split.parts(len(node)) > MAX_PARTS:
+    parts = split.parts(len(node))
+    if parts > MAX_PARTS:
         raise InvalidOptionsError(
             f"options.split.size: {len(node)} items in parts of {split.size} make "
-            f"{split.parts(len(node))} parts, above the limit of {MAX_PARTS}; use a larger size")
+            f"{parts} parts, above the limit of {MAX_PARTS}; use a larger size")
+    if parts > 1:
+        # Each part's message (and its result) carries the data outside the list.
+        rest = len(json.dumps(with_items(data, split.key, []), separators=(",", ":"),
+                              default=str).encode())
+        if parts * rest > MAX_PART_COPIES_BYTES:
+            raise InvalidOptionsError(
+                f"options.split.size: each of the {parts} parts carries the "
+                f"{rest:,} bytes of data outside data.{split.key}: {parts * rest:,} bytes "
+                f"in all, above the limit of {MAX_PART_COPIES_BYTES:,}; use a larger size "
+                "or less data outside the list")
     return node
 
 

@@ -100,6 +100,18 @@ def test_split_list_refuses_what_it_cannot_split(data, key, size, message) -> No
         split_list(SplitOptions(key=key, size=size), data)
 
 
+def test_data_copied_into_every_part_is_bounded() -> None:
+    # One request of about 1 MB would have the broker (and the results) hold ~1 GB: each
+    # part carries the data outside the list.
+    rows = [{"n": i} for i in range(1000)]
+    heavy = {"rows": rows, "blob": "x" * 1_000_000}
+    with pytest.raises(InvalidOptionsError, match="each of the 1000 parts carries the "
+                                                  "1,000,021 bytes of data outside data.rows"):
+        split_list(SplitOptions(key="rows", size=1), heavy)
+    assert split_list(SplitOptions(key="rows", size=100), heavy) is rows  # 10 copies
+    assert split_list(SplitOptions(key="rows", size=1), {"rows": rows, "title": "t"}) is rows
+
+
 @pytest.mark.parametrize("raw", [
     {"split": {"key": "rows"}},
     {"split": {"key": "rows", "size": 0}},

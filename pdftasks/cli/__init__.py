@@ -307,15 +307,27 @@ def retry(job_id: str | None, all_failed: bool) -> None:
         raise click.UsageError("give a JOB_ID or --all-failed")
     if job_id:
         job = _get_job(manager, job_id)
-        if not manager.retry_job(job_id):
+        try:
+            retried = manager.retry_job(job_id)
+        except PdfTasksError as exc:  # e.g. its secret options were not kept
+            fail_with(exc)
+        if not retried:
             fail(ExitCode.FAILED, "JobNotRetryable",
                  f"cannot retry {job_id}: it is {job.status.value} (only failed or "
                  "cancelled jobs are resubmitted)")
         click.echo(f"resubmitted {job_id}")
         return
     ids = [j.job_id for j in manager.backend.get_all_jobs(status=JobStatus.FAILED)]
-    done = [i for i in ids if manager.retry_job(i)]
-    click.echo(f"resubmitted {len(done)} job(s)")
+    done, refused = [], []
+    for i in ids:
+        try:
+            if manager.retry_job(i):
+                done.append(i)
+        except PdfTasksError as exc:
+            refused.append(i)
+            warn(f"not resubmitted {i}: {type(exc).__name__}: {exc}")
+    click.echo(f"resubmitted {len(done)} job(s)"
+               + (f", {len(refused)} could not be" if refused else ""))
 
 
 @main.command()

@@ -296,3 +296,19 @@ class _Keep(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.into.append(record)
+
+
+def test_retry_of_a_job_whose_secrets_were_not_kept_is_one_error_line(project: Path) -> None:
+    env = zero_setup_env(project)
+    sent = cli(env, "submit", "invoice.html", "-o", "locked.pdf", "-f",
+               "templates/sample_invoice.json", "--options",
+               '{"encrypt": {"user_password": "u-secret", "owner_password": "o-secret"}}',
+               cwd=project)
+    assert sent.returncode == 0, sent.stderr
+    job_id = sent.stdout.split()[-1]
+    assert cli(env, "cancel", job_id, cwd=project).returncode == 0
+    done = cli(env, "retry", job_id, cwd=project)
+    assert done.returncode == 2, done
+    assert done.stderr.startswith("error: InvalidOptionsError: ") and "cannot be retried" \
+        in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and "u-secret" not in done.stderr

@@ -254,13 +254,13 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
     """HTTPS to a checked address, with SNI and certificate checks for the URL's host."""
 
     def __init__(self, address: str, port: int, server_hostname: str, timeout: float) -> None:
-        super().__init__(address, port, timeout=timeout, context=ssl.create_default_context())
+        self.tls = ssl.create_default_context()  # our own reference: not http.client's
+        super().__init__(address, port, timeout=timeout, context=self.tls)
         self._server_hostname = server_hostname
 
     def connect(self) -> None:
         sock = socket.create_connection((self.host, self.port), self.timeout)
-        self.sock = self._context.wrap_socket(  # type: ignore[attr-defined]
-            sock, server_hostname=self._server_hostname)
+        self.sock = self.tls.wrap_socket(sock, server_hostname=self._server_hostname)
 
 
 def post(url: str, body: bytes, headers: Mapping[str, str], allowed_hosts: str = "",

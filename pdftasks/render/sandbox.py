@@ -17,7 +17,7 @@ from jinja2 import nodes
 from jinja2.compiler import CodeGenerator, Frame, optimizeconst
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment, SandboxedEscapeFormatter, SandboxedFormatter
-from jinja2.utils import generate_lorem_ipsum
+from jinja2.utils import Namespace, generate_lorem_ipsum
 from markupsafe import Markup
 
 from pdftasks.errors import TemplateSecurityError, UnsafePathError
@@ -109,12 +109,16 @@ def _too_big(what: str, limit: int) -> SecurityError:
     return SecurityError(f"the template {what}: more than {limit:,}")
 
 
+#: Views of a dict (``d.items()``…): they print what they hold.
+_VIEWS: tuple[type[Any], ...] = (type({}.keys()), type({}.values()), type({}.items()))
+
+
 def text_size(value: Any, limit: int = MAX_TEMPLATE_TEXT) -> int:
     """About how many characters ``value`` holds as text (strings by length, containers by
     their items and everything in them, counted again for each reference), stopping as
     soon as it passes ``limit``: the walk takes at most ``limit`` steps, and cycles end."""
     total = 0
-    stack = [value]
+    stack: list[Any] = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, str | bytes | bytearray):
@@ -130,6 +134,12 @@ def text_size(value: Any, limit: int = MAX_TEMPLATE_TEXT) -> int:
                 stack.extend(item)
         elif isinstance(item, int):
             total += item.bit_length() // 3 + 1
+        elif isinstance(item, _VIEWS):
+            total += len(item) + 1
+            if total <= limit:
+                stack.extend(item)
+        elif isinstance(item, Namespace):
+            return limit + 1  # a namespace prints all it holds: never turned into text
         else:
             total += 1  # other objects print a short representation
         if total > limit:
@@ -248,7 +258,7 @@ def check_format(text: str) -> None:
             _check_width(int(text[start:i] or 0), MAX_TEMPLATE_FORMAT_WIDTH)
 
 
-_FORMAT_SPEC = re.compile(r"(?:.?[<>=^])?[-+ ]?z?#?0?(\d*)[,_]?(?:\.(\d*))?")
+_FORMAT_SPEC = re.compile(r"(?:.?[<>=^])?[-+ ]?z?#?0?(\d*)[,_]?(?:\.(\d*))?", re.DOTALL)
 
 
 #: A number with as many digits as the width limit: the only way to write a width past it.
@@ -268,11 +278,19 @@ class _CheckedFormatter(SandboxedFormatter):
     """``str.format`` and ``format_map`` in a template: Jinja's sandboxed formatter, with
     each field's width (after nested fields are filled in) and its value's text checked."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.written = 0
+
     def format_field(self, value: Any, format_spec: str) -> Any:
         _check_format_spec(format_spec)
         if not isinstance(value, str | int | float):
             check_text(value)
-        return super().format_field(value, format_spec)
+        text = super().format_field(value, format_spec)
+        self.written += len(text)  # the same field many times: counted each time
+        if self.written > MAX_TEMPLATE_TEXT:
+            raise _too_big("formats a text", MAX_TEMPLATE_TEXT)
+        return text
 
 
 class _CheckedEscapeFormatter(_CheckedFormatter, SandboxedEscapeFormatter):
@@ -302,10 +320,12 @@ def _filter_checks(name: str, func: Any, bound: dict[str, Any]) -> None:
     elif name == "indent":
         width = bound.get("width")
         text = bound.get("s")
-        if isinstance(width, str) and isinstance(text, str) and \
-                len(text) + len(width) * (text.count("\n") + 1) > MAX_TEMPLATE_TEXT:
-            raise _too_big("indents a text", MAX_TEMPLATE_TEXT)
         _check_width(width)
+        size = len(width) if isinstance(width, str) else width \
+            if isinstance(width, int) else 0
+        if isinstance(text, str) and \
+                len(text) + size * (text.count("\n") + 1) > MAX_TEMPLATE_TEXT:
+            raise _too_big("indents a text", MAX_TEMPLATE_TEXT)
     elif name == "wordwrap":
         text, wrap = bound.get("s"), bound.get("wrapstring")
         width = bound.get("width", 79)
@@ -398,15 +418,17 @@ class _CheckedCodeGenerator(CodeGenerator):
             func_name = "markup_join"
         else:
             func_name = "str_join"
-        self.write(f"{func_name}(environment.concat_operands((")
+        self.write(f"environment.concat_result({func_name}(environment.concat_operands((")
         for arg in node.nodes:
             self.visit(arg, frame)
             self.write(", ")
-        self.write(")))")
+        self.write("))))")
 
 
 #: ``str`` methods whose integer arguments are output widths.
 _WIDTH_METHODS = frozenset({"center", "ljust", "rjust", "zfill"})
+#: Methods that make bytes, whose own methods and ``%`` would need every check again.
+_BYTES_METHODS = frozenset({"encode", "to_bytes"})
 
 
 class LimitedSandbox(SandboxedEnvironment):
@@ -430,6 +452,9 @@ class LimitedSandbox(SandboxedEnvironment):
         self.filters = {name: _runtime_only(name, f) for name, f in self.filters.items()}
         self.globals["lipsum"] = _checked_lipsum
 
+    #: The result of ``~`` (escaping may have grown it).
+    concat_result = staticmethod(check_result)
+
     @staticmethod
     def concat_operands(operands: tuple[Any, ...]) -> tuple[Any, ...]:
         """The operands of ``~``, once the text they make fits ``MAX_TEMPLATE_TEXT``."""
@@ -448,9 +473,14 @@ class LimitedSandbox(SandboxedEnvironment):
                     and right * math.log2(abs(left)) > MAX_TEMPLATE_POWER_BITS:
                 raise SecurityError("the template raises a number to a power whose result "
                                     f"has more than {MAX_TEMPLATE_POWER_BITS} bits")
-        elif operator == "%" and isinstance(left, str):
-            check_format(left)
-            check_text(right)
+        elif operator == "%" and isinstance(left, str | bytes):
+            text = left.decode("latin-1") if isinstance(left, bytes) else left
+            check_format(text)
+            # Each field may print the whole of the right side (``%(a)s`` again and again)
+            fields = text.count("%") - 2 * text.count("%%")
+            if fields > 0 and len(text) + fields * text_size(
+                    right, MAX_TEMPLATE_TEXT // fields + 1) > MAX_TEMPLATE_TEXT:
+                raise _too_big("formats a text", MAX_TEMPLATE_TEXT)
         return check_result(super().call_binop(context, operator, left, right))
 
     @staticmethod
@@ -482,6 +512,7 @@ class LimitedSandbox(SandboxedEnvironment):
         is_format_map = value.__name__ == "format_map"
 
         def wrapper(*args: Any, **kwargs: Any) -> str:
+            formatter.written = 0
             if is_format_map:
                 if kwargs or len(args) != 1:
                     raise TypeError("format_map() takes exactly one argument")
@@ -493,13 +524,19 @@ class LimitedSandbox(SandboxedEnvironment):
 
     def call(__self, __context: Any, __obj: Any, *args: Any,  # noqa: N805
              **kwargs: Any) -> Any:
-        if type(__obj) is not types.BuiltinMethodType:
+        kind = type(__obj)
+        if kind is not types.BuiltinMethodType and not (
+                kind is types.MethodType and isinstance(__obj.__self__, str)):
             # Macros (their output is checked piece by piece), ``str.format`` (wrapped,
             # checked), Jinja's globals (``range``, ``lipsum`` limited; the others small).
             return super().call(__context, __obj, *args, **kwargs)
-        owner = __obj.__self__
+        owner = __obj.__self__  # a str (or Markup: its methods are Python's), list, int…
+        name = __obj.__name__
+        if name in _BYTES_METHODS:
+            raise SecurityError(f"the template calls {name}(): templates work with text, "
+                                "not bytes")
         if isinstance(owner, str):
-            args = __self._check_str_method(owner, __obj.__name__, args, kwargs)
+            args = __self._check_str_method(owner, name, args, kwargs)
         result = check_result(super().call(__context, __obj, *args, **kwargs))
         if isinstance(owner, list | dict | set):  # append, extend, update… grew it
             check_result(owner)
@@ -520,9 +557,9 @@ class LimitedSandbox(SandboxedEnvironment):
             _check_replace(text, values[0], values[1], values[2] if len(values) > 2 else -1)
         elif name == "join" and args:
             args = (_joined(args[0], text), *args[1:])
-        elif name == "translate" and args and isinstance(args[0], dict):
-            longest = max((len(v) for v in args[0].values() if isinstance(v, str)),
-                          default=1)
+        elif name == "translate" and args and isinstance(args[0], dict | list | tuple):
+            table = args[0].values() if isinstance(args[0], dict) else args[0]
+            longest = max((len(v) for v in table if isinstance(v, str)), default=1)
             if len(text) * longest > MAX_TEMPLATE_TEXT:
                 raise _too_big("translates a text", MAX_TEMPLATE_TEXT)
         return args

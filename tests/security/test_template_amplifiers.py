@@ -69,6 +69,23 @@ AMPLIFIERS = {
         "ns.v|length", "ns.v.bit_length()"),
     # Jinja's globals
     "lipsum": "{{ lipsum(100000)|length }}",
+    # Markup (|safe, |e, macros, blocks): its methods are Python's, checked the same way
+    "markup_ljust": "{{ ('a'|safe).ljust(50000000)|length }}",
+    "markup_replace": "{{ (('a' * 100000)|safe).replace('a', 'b' * 1000)|length }}",
+    "markup_join": S + "{{ ('|'|safe).join(" + REFS + ")|length }}",
+    # containers that print what they hold
+    "namespace_print": S + "{% set ns = namespace(v=" + REFS + ") %}{{ ns }}",
+    "dict_values_print": S + "{% set d = {'k': " + REFS + "} %}{{ d.values() }}",
+    # the same field or key many times
+    "percent_same_key": S + "{{ (('%(a)s' * 100) % {'a': s})|length }}",
+    "format_same_field": S + "{{ ('{a}' * 100).format(a=s)|length }}",
+    "format_newline_fill": "{{ '{:\n>50000000}'.format('a')|length }}",
+    # widths that multiply by the number of lines, tables of the same kind
+    "indent_width_lines": "{{ ('\n' * 1000)|indent(100000, blank=true)|length }}",
+    "translate_list_table": "{{ ('a' * 100000).translate(['y' * 1000] * 98)|length }}",
+    # bytes: refused outright
+    "to_bytes": "{{ (0).to_bytes(50000000, 'big')|length }}",
+    "encode": "{{ 'a'.encode()|length }}",
 }
 
 

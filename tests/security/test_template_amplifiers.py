@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from pdftasks.errors import TemplateSecurityError
-from pdftasks.render import PDFService, PDFServiceConfig
+from pdftasks.render import PDFService
+from tests.security.conftest import service_with
 
 #: A string of a million characters, and a list of twenty references to it.
 S = "{% set s = 'x' * 1000000 %}"
@@ -89,22 +90,22 @@ AMPLIFIERS = {
 }
 
 
+#: A template that uses what the limits check, the usual way.
+USUAL = (
+    "{% set cols = [] %}{% for k in data %}{% set _ = cols.append(k|upper) %}{% endfor %}"
+    "{{ cols|join(', ') }}|{{ '{:>8.2f}'.format(3.14159) }}|{{ '%(n)05d' % {'n': 42} }}|"
+    "{{ 'x'.ljust(3, '.') }}|{{ rows|map(attribute='name')|join('/') }}|"
+    "{{ rows|tojson|length > 10 }}|{{ 'a\tb'.expandtabs(4) }}|{{ 'ab'.replace('b', 'cd') }}|"
+    "{{ ('x' ~ 1 ~ rows|length) }}|{{ [1, 2] + [3] }}|{{ 2 ** 64 * 3 }}|"
+    "{{ 'hello world'|wordwrap(5) }}|{{ [1, 2, 3]|batch(2)|list }}|"
+    "{{ lipsum(1, false, 3, 5)|length > 0 }}")
+
+
 @pytest.fixture
 def service(tmp_path: Path) -> PDFService:
-    tpl = tmp_path / "templates"
-    tpl.mkdir()
-    for name, source in AMPLIFIERS.items():
-        (tpl / f"{name}.html").write_text(source)
-    (tpl / "usual.html").write_text(
-        "{% set cols = [] %}{% for k in data %}{% set _ = cols.append(k|upper) %}{% endfor %}"
-        "{{ cols|join(', ') }}|{{ '{:>8.2f}'.format(3.14159) }}|{{ '%(n)05d' % {'n': 42} }}|"
-        "{{ 'x'.ljust(3, '.') }}|{{ rows|map(attribute='name')|join('/') }}|"
-        "{{ rows|tojson|length > 10 }}|{{ 'a\tb'.expandtabs(4) }}|{{ 'ab'.replace('b', 'cd') }}|"
-        "{{ ('x' ~ 1 ~ rows|length) }}|{{ [1, 2] + [3] }}|{{ 2 ** 64 * 3 }}|"
-        "{{ 'hello world'|wordwrap(5) }}|{{ [1, 2, 3]|batch(2)|list }}|"
-        "{{ lipsum(1, false, 3, 5)|length > 0 }}")
-    return PDFService(PDFServiceConfig(templates_dir=tpl, output_dir=tmp_path / "out",
-                                       storage=""))
+    return service_with(tmp_path, {**{f"{name}.html": source
+                                      for name, source in AMPLIFIERS.items()},
+                                   "usual.html": USUAL})
 
 
 @pytest.mark.parametrize("name", sorted(AMPLIFIERS))

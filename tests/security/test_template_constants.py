@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from pdftasks.errors import TemplateSecurityError
-from pdftasks.render import PDFService, PDFServiceConfig
+from pdftasks.render import PDFService
+from tests.security.conftest import service_with
 
 # Each folded to a constant of about a megabyte (or a 100,000-digit integer) by Jinja's
 # compiler before: small enough to run on old code, large enough to see in the output.
@@ -27,14 +28,10 @@ EXPANSIVE = {
 
 @pytest.fixture
 def service(tmp_path: Path) -> PDFService:
-    tpl = tmp_path / "templates"
-    tpl.mkdir()
-    for name, source in EXPANSIVE.items():
-        (tpl / f"{name}.html").write_text(source)
-    (tpl / "modest.html").write_text("{{ '-' * 20 }} {{ 2 ** 64 }} {{ '%5.2f' % 3.14159 }} "
-                                     "{{ 'x'|center(9) }}")
-    return PDFService(PDFServiceConfig(templates_dir=tpl, output_dir=tmp_path / "out",
-                                       storage=""))
+    return service_with(tmp_path, {
+        **{f"{name}.html": source for name, source in EXPANSIVE.items()},
+        "modest.html": "{{ '-' * 20 }} {{ 2 ** 64 }} {{ '%5.2f' % 3.14159 }} "
+                       "{{ 'x'|center(9) }}"})
 
 
 @pytest.mark.parametrize("name", sorted(EXPANSIVE))

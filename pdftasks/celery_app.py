@@ -140,6 +140,9 @@ def configure(app: Celery, s: Settings) -> None:
         # mid-render puts its job back; each process reserves at most one job.
         task_acks_late=True,
         task_reject_on_worker_lost=True,
+        # A lost process's job is not resent by Celery from the request it kept (whose
+        # kwargs hold the secret options redacted): the redelivery of its message does it.
+        task_retry_on_worker_lost=False,
         task_acks_on_failure_or_timeout=True,
         worker_prefetch_multiplier=1,
         worker_cancel_long_running_tasks_on_connection_loss=True,

@@ -29,6 +29,7 @@ from pdftasks.limits import (
 )
 from pdftasks.models import JobPriority
 from pdftasks.options import parse_options
+from pdftasks.options.document import MAX_INLINE_ATTACHMENT_BYTES
 
 #: ``generate_pdf``'s parameters, in order, and those without a default.
 ARG_NAMES = ("template", "data", "output_filename", "priority", "css_file", "max_retries",
@@ -304,14 +305,36 @@ def check_arguments(bound: Mapping[str, Any], limits: DataLimits) -> None:
         raise InvalidDataError(f"metadata must be a JSON object (dict), not {_name(metadata)}")
     options = bound.get("options")
     if isinstance(options, Mapping) and options:
-        # Bounded before anything walks them (parsing, pickling for the pool process): the
-        # merge parts' data nests a few levels below the options themselves.
+        # Bounded before anything walks them (parsing, pickling for the pool process): their
+        # shape here (merge parts' data nests a few levels below the options, and inline
+        # attachments are long strings), each merge part's data as data, as at submit.
         try:
-            check_data(options, dataclasses.replace(
-                limits, max_depth=limits.max_depth + OPTIONS_DEPTH_MARGIN))
+            check_data(options, options_limits(limits))
         except InvalidDataError as exc:
-            raise InvalidOptionsError(_DATA_WORD.sub("options", str(exc))) from None
+            raise InvalidOptionsError(_LEADING_DATA.sub("options", str(exc), count=1)) \
+                from None
+        for i, part in enumerate(options.get("merge") or ()):
+            if isinstance(part, Mapping) and isinstance(part.get("data"), Mapping):
+                try:
+                    check_data(part["data"], limits)
+                except InvalidDataError as exc:
+                    raise InvalidOptionsError(_LEADING_DATA.sub(
+                        f"options.merge[{i}].data", str(exc), count=1)) from None
     parse_options(options)
+
+
+def options_limits(limits: DataLimits) -> DataLimits:
+    """The limits on a job's whole ``options`` in a message: as deep as the data plus
+    ``OPTIONS_DEPTH_MARGIN``, as large as a message may be, strings as long as an inline
+    attachment's base64."""
+    return dataclasses.replace(
+        limits, max_depth=limits.max_depth + OPTIONS_DEPTH_MARGIN,
+        max_bytes=body_limit(limits),
+        max_string=max(limits.max_string, MAX_INLINE_ATTACHMENT_BYTES * 4 // 3 + 8))
+
+
+#: The word "data" that opens a message of ``check_data``.
+_LEADING_DATA = re.compile(r"^data\b")
 
 
 #: Levels options add above the data they carry (``options.merge[i].data``).

@@ -30,6 +30,7 @@ Connection errors always go through: Celery reconnects on them.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import logging
@@ -37,6 +38,7 @@ import os
 import re
 import reprlib
 from collections.abc import Callable, Mapping
+from types import SimpleNamespace
 from typing import Any
 
 from celery.exceptions import InvalidTaskError
@@ -154,6 +156,20 @@ def message_info(message: Any) -> dict[str, Any]:
     return info
 
 
+def _decoded_excerpt(payload: Mapping[str, Any]) -> Any:
+    """The start of an envelope's body, decoded when kombu base64-encoded it (so that its
+    secrets can be found and redacted)."""
+    body = payload.get("body")
+    props = payload.get("properties")
+    if isinstance(body, str) and isinstance(props, Mapping) \
+            and props.get("body_encoding") == "base64":
+        try:
+            return base64.b64decode(body[:(DEAD_LETTER_EXCERPT * 4 // 3 + 4) // 4 * 4])
+        except (ValueError, TypeError):
+            return "<a body that is not base64>"
+    return body
+
+
 def envelope_info(exc: BaseException) -> dict[str, Any]:
     """What a broken broker envelope (as raised while kombu read it) shows of itself."""
     info: dict[str, Any] = {"worker_pid": os.getpid()}
@@ -169,7 +185,7 @@ def envelope_info(exc: BaseException) -> dict[str, Any]:
             info.update(task=excerpt(headers.get("task")), message_id=excerpt(headers.get("id")))
             headers = {k: v for k, v in headers.items() if k not in _ARGUMENT_HEADERS}
         info.update(content_type=excerpt(payload.get("content-type")),
-                    body=redact_secrets(excerpt(payload.get("body"))),
+                    body=redact_secrets(excerpt(_decoded_excerpt(payload))),
                     headers=redact_secrets(excerpt(headers)))
     elif isinstance(exc, BrokenEnvelopeError):
         info["envelope"] = redact_secrets(excerpt(exc.payload))
@@ -376,6 +392,29 @@ class GuardedStrategy:
                 message, InvalidMessageError(f"the worker could not accept this job "
                                              f"({_name(exc)}: {_cut(str(exc), 200)})"),
                 body, seen.get("bound"), self.is_job)
+
+
+def refuse_request(request: Any, exc: BaseException) -> None:
+    """Refuse a request the worker took but could not hand to a pool process: its job
+    FAILED (its record created for ``generate_pdf``), or dead-lettered; its message
+    acknowledged; Celery's bookkeeping of it ended (``task_ready``)."""
+    from celery.worker import state as worker_state
+
+    from pdftasks.celery_app import GENERATE_PDF
+
+    app = request.task.app
+    conn = app.connection_for_read()  # not connected: only its transport's error types
+    try:
+        consumer = SimpleNamespace(app=app, connection_errors=conn.connection_errors,
+                                   channel_errors=conn.channel_errors)
+    finally:
+        conn.release()
+    kwargs = request.kwargs if isinstance(request.kwargs, Mapping) else {}
+    Refuser(consumer).refuse(
+        request.message, InvalidMessageError(f"the worker could not accept this job "
+                                             f"({_name(exc)}: {_cut(str(exc), 200)})"),
+        None, dict(kwargs) or None, request.task.name == GENERATE_PDF)
+    worker_state.task_ready(request)
 
 
 def job_strategy(task: Any, app: Any, consumer: Any, **kwargs: Any) -> GuardedStrategy:

@@ -12,6 +12,7 @@ from typing import Any
 
 from billiard.exceptions import WorkerLostError
 from celery import states
+from celery.exceptions import TaskRevokedError
 
 from pdftasks.compat.celery import RedactedContextRequest
 from pdftasks.worker import early
@@ -24,7 +25,27 @@ class SecretOptionsRequest(RedactedContextRequest):
     worker's main process writes to the result backend itself (REVOKED for a cancelled or
     expired job, FAILURE when its process is lost or killed at the hard time limit, with
     ``result_extended``: the kwargs) holds them redacted. The pool process still receives
-    the real ones."""
+    the real ones.
+
+    A request that cannot be handed to a pool process (the message guard let through
+    something that fails on the way, such as pickling) is refused like a bad message, and
+    its pool slot is given back: Celery gives it back for ``TaskRevokedError`` only, so
+    that is what Celery sees. This runs when the slot is taken, at once or later, when a
+    busy pool frees one."""
+
+    def execute_using_pool(self, pool: Any, **kwargs: Any) -> Any:
+        try:
+            return super().execute_using_pool(pool, **kwargs)
+        except TaskRevokedError:
+            raise
+        except Exception as exc:
+            from pdftasks.worker.guard import refuse_request
+
+            log.exception("could not hand %s %s to a worker process", self.task.name, self.id)
+            early.request_ended(self.id)
+            refuse_request(self, exc)
+            raise TaskRevokedError(f"{self.id} refused: it cannot reach a worker process") \
+                from exc
 
 
 class PdfRequest(SecretOptionsRequest):

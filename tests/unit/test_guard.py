@@ -204,3 +204,39 @@ def test_message_time_limits_are_held_to_the_workers(asked, kept) -> None:
     body = {"task": "pdftasks.generate_pdf", "timelimit": asked}  # protocol 1: in the body
     cap_time_limits(_Message({}), body, (90.0, 60.0))
     assert body["timelimit"] == kept
+
+
+def test_options_are_bounded_by_their_own_shape_and_each_part_by_the_data_limits() -> None:
+    from pdftasks.errors import InvalidOptionsError
+    from pdftasks.worker.checks import check_arguments
+
+    limits = DataLimits()
+    part = {"template": "invoice.html", "data": {"rows": ["x" * 1000] * 3000}}  # 3 MB
+    bound = {**KWARGS, "options": {"merge": [{"self": True}, part, part]}}
+    check_arguments(bound, limits)  # two parts of 3 MB: 6 MB of options, as at submit
+    attachment = {"name": "a.txt", "content_base64": "eHh4" * 120_000}  # 480,000 chars
+    check_arguments({**KWARGS, "options": {"attachments": [attachment]}},
+                    DataLimits(max_string=200_000))  # attachments have their own limit
+    big = {"template": "invoice.html", "data": {"rows": ["x" * 1000] * 6000}}
+    with pytest.raises(InvalidOptionsError, match=r"^options.merge\[1\].data is 6018010 bytes"):
+        check_arguments({**KWARGS, "options": {"merge": [{"self": True}, big]}}, limits)
+    deep = {"merge": [{"self": True}, {"template": "invoice.html",
+                                       "data": json.loads('{"a":' * 700 + "1" + "}" * 700)}]}
+    with pytest.raises(InvalidOptionsError, match="^options is nested deeper"):
+        check_arguments({**KWARGS, "options": deep}, limits)
+
+
+def test_dead_letters_of_broken_envelopes_hide_secret_options_in_base64_bodies() -> None:
+    import base64
+
+    from pdftasks.brokers.redis_guard import BrokenEnvelopeError
+    from pdftasks.worker.guard import envelope_info
+
+    body = json.dumps([[], {**KWARGS, "options": {"encrypt": {
+        "user_password": "S3cret-u", "owner_password": "S3cret-o"}}}, {}])
+    payload = {"body": base64.b64encode(body.encode()).decode(), "headers": {"id": "j"},
+               "properties": {"body_encoding": "base64"}, "content-type": "application/json"}
+    info = envelope_info(BrokenEnvelopeError("no delivery tag", payload))
+    assert "S3cret" not in json.dumps(info)
+    assert '"user_password": "***"' in info["body"] and '"template": "invoice.html"' \
+        in info["body"]

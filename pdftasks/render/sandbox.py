@@ -9,6 +9,7 @@ import math
 import os
 import re
 import types
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,6 +22,11 @@ from jinja2.utils import Namespace, generate_lorem_ipsum
 from markupsafe import Markup
 
 from pdftasks.errors import TemplateSecurityError, UnsafePathError
+
+
+class UnusableNameError(UnsafePathError):
+    """A name no file can have (too long, not valid Unicode): no such file, not an escape."""
+
 
 #: Longest file name and path the file systems pdftasks runs on take, in bytes.
 _NAME_MAX, _PATH_MAX = 255, 4096
@@ -39,10 +45,10 @@ def resolve_inside(root: Path, name: object, kind: str) -> Path:
     try:
         encoded = os.fsencode(name)
     except UnicodeError:  # a lone surrogate: no file has that name
-        raise UnsafePathError(f"{kind} {name!r} is not a usable file name") from None
+        raise UnusableNameError(f"{kind} {name!r} is not a usable file name") from None
     if len(encoded) > _PATH_MAX or any(len(part) > _NAME_MAX for part in encoded.split(b"/")):
         # What the file system would refuse with ENAMETOOLONG, wherever it is used.
-        raise UnsafePathError(f"{kind} {name[:40]!r}… is too long for a file name")
+        raise UnusableNameError(f"{kind} {name[:40]!r}… is too long for a file name")
     path = (root / name).resolve()
     if not path.is_relative_to(root):
         raise UnsafePathError(f"{kind} {name!r} resolves outside the templates directory")
@@ -78,6 +84,8 @@ class ConfinedLoader(jinja2.BaseLoader):
                    ) -> tuple[str, str, Any]:
         try:
             path = resolve_inside(self.root, template, "template")
+        except UnusableNameError:
+            raise jinja2.TemplateNotFound(template) from None  # `ignore missing` works
         except UnsafePathError as exc:
             raise TemplateSecurityError(str(exc)) from None
         try:
@@ -226,22 +234,34 @@ def check_format(text: str) -> None:
     are skipped the way Python reads them (nested parentheses included)."""
     if "*" not in text and not _LONG_NUMBER.search(text):
         return  # no width can pass the limit
+    _percent_fields(text, check_widths=True)
+
+
+def _percent_fields(text: str, check_widths: bool = False) -> list[str | None]:
+    """The key of each field of ``%`` formatting in ``text`` (None: no key), read as Python
+    reads them; with ``check_widths``, refuse widths as ``check_format``."""
+    keys: list[str | None] = []
     i, n = 0, len(text)
     while True:
         i = text.find("%", i)
         if i < 0 or i + 1 >= n:
-            return
+            return keys
         i += 1
         if text[i] == "%":
             i += 1
             continue
+        key = None
         if text[i] == "(":
-            depth = 0
+            depth, start = 0, i + 1
             while i < n:
                 depth += {"(": 1, ")": -1}.get(text[i], 0)
                 i += 1
                 if depth == 0:
                     break
+            key = text[start:i - 1]
+        keys.append(key)
+        if not check_widths:
+            continue
         while i < n and text[i] in "-#0 +":
             i += 1
         for part in ("width", "precision"):
@@ -256,6 +276,22 @@ def check_format(text: str) -> None:
             while i < n and text[i].isdigit():
                 i += 1
             _check_width(int(text[start:i] or 0), MAX_TEMPLATE_FORMAT_WIDTH)
+
+
+def check_percent(text: str, values: Any) -> None:
+    """Refuse ``text % values`` (the operator, the ``format`` filter) when its widths are
+    too large or what it prints passes ``MAX_TEMPLATE_TEXT``: with a mapping, each
+    ``%(key)s`` prints its value again; otherwise each value is printed once."""
+    check_format(text)
+    if isinstance(values, Mapping):
+        total = len(text)
+        for key in _percent_fields(text):
+            value = values.get(key) if key is not None else values
+            total += text_size(value, MAX_TEMPLATE_TEXT - total + 1)
+            if total > MAX_TEMPLATE_TEXT:
+                raise _too_big("formats a text", MAX_TEMPLATE_TEXT)
+    elif "%" in text:
+        check_text(text, values)
 
 
 _FORMAT_SPEC = re.compile(r"(?:.?[<>=^])?[-+ ]?z?#?0?(\d*)[,_]?(?:\.(\d*))?", re.DOTALL)
@@ -339,9 +375,11 @@ def _filter_checks(name: str, func: Any, bound: dict[str, Any]) -> None:
     elif name in ("batch", "slice"):
         _check_width(bound.get("linecount", bound.get("slices")))
     elif name == "format":
+        args, kwargs = bound.get("args", ()), bound.get("kwargs", {})
         if isinstance(bound.get("value"), str):
-            check_format(bound["value"])
-        check_text(bound.get("args", ()), bound.get("kwargs", {}))
+            check_percent(bound["value"], kwargs or args)  # as do_format: kwargs or args
+        else:
+            check_text(args, kwargs)
     elif name == "sum" and isinstance(bound.get("start"), str | list | tuple):
         check_text(bound.get("iterable"))
 
@@ -474,13 +512,7 @@ class LimitedSandbox(SandboxedEnvironment):
                 raise SecurityError("the template raises a number to a power whose result "
                                     f"has more than {MAX_TEMPLATE_POWER_BITS} bits")
         elif operator == "%" and isinstance(left, str | bytes):
-            text = left.decode("latin-1") if isinstance(left, bytes) else left
-            check_format(text)
-            # Each field may print the whole of the right side (``%(a)s`` again and again)
-            fields = text.count("%") - 2 * text.count("%%")
-            if fields > 0 and len(text) + fields * text_size(
-                    right, MAX_TEMPLATE_TEXT // fields + 1) > MAX_TEMPLATE_TEXT:
-                raise _too_big("formats a text", MAX_TEMPLATE_TEXT)
+            check_percent(left.decode("latin-1") if isinstance(left, bytes) else left, right)
         return check_result(super().call_binop(context, operator, left, right))
 
     @staticmethod
@@ -507,12 +539,13 @@ class LimitedSandbox(SandboxedEnvironment):
         text = value.__self__
         if not isinstance(text, str):
             return None
-        formatter = (_CheckedEscapeFormatter(self, escape=text.escape)
-                     if isinstance(text, Markup) else _CheckedFormatter(self))
         is_format_map = value.__name__ == "format_map"
 
         def wrapper(*args: Any, **kwargs: Any) -> str:
-            formatter.written = 0
+            # A formatter per call: it counts what this call writes (a template module's
+            # wrapper may be shared by renders in several threads).
+            formatter = (_CheckedEscapeFormatter(self, escape=text.escape)
+                         if isinstance(text, Markup) else _CheckedFormatter(self))
             if is_format_map:
                 if kwargs or len(args) != 1:
                     raise TypeError("format_map() takes exactly one argument")

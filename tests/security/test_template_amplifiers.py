@@ -80,6 +80,7 @@ AMPLIFIERS = {
     # the same field or key many times
     "percent_same_key": S + "{{ (('%(a)s' * 100) % {'a': s})|length }}",
     "format_same_field": S + "{{ ('{a}' * 100).format(a=s)|length }}",
+    "format_filter_same_key": S + "{{ ('%(a)s' * 100)|format(a=s)|length }}",
     "format_newline_fill": "{{ '{:\n>50000000}'.format('a')|length }}",
     # widths that multiply by the number of lines, tables of the same kind
     "indent_width_lines": "{{ ('\n' * 1000)|indent(100000, blank=true)|length }}",
@@ -131,3 +132,15 @@ def test_large_job_data_is_not_refused(service) -> None:
         "{{ rows|map(attribute='name')|join(',')|length }} {{ rows|tojson|length > 0 }} "
         "{{ rows|length }}")
     assert service.render_html("large.html", {"rows": rows}) == "2459999 True 60000"
+
+
+def test_formatting_large_data_prints_each_field_once(service) -> None:
+    # A mapping prints the values its keys name (not the whole mapping per field); a
+    # tuple prints each value once.
+    rows = ["r" * 1000] * 4600  # 4.6 MB of data beside the fields
+    (service.templates_dir / "fields.html").write_text(
+        "{{ '%(title)s / %(number)s' % d }}|{{ ('%s|%s|%s|%s' % (a, a, a, a))|length }}|"
+        "{{ '%(title)s'|format(**d) }}")
+    html = service.render_html("fields.html", {"d": {"title": "Report", "number": 42,
+                                                     "rows": rows}, "a": "a" * 1_000_000})
+    assert html == "Report / 42|4000003|Report"

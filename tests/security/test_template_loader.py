@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from pdftasks.errors import TemplateSecurityError, UnsafePathError, UnsafeResourceError
+from pdftasks.errors import (
+    TemplateNotFoundError,
+    TemplateSecurityError,
+    UnsafePathError,
+    UnsafeResourceError,
+)
 from pdftasks.render import PDFService, PDFServiceConfig, resolve_inside
 
 SECRET = "root:x:0:0:TOP-SECRET-OUTSIDE"
@@ -65,8 +70,12 @@ def test_names_no_file_system_takes_are_typed_errors(service, name) -> None:
     # never an OSError from the file system.
     with pytest.raises(UnsafePathError):
         resolve_inside(service.templates_dir, name, "template")
-    with pytest.raises(TemplateSecurityError):
+    # included, such a name is a template that does not exist (`ignore missing` skips it)
+    with pytest.raises(TemplateNotFoundError):
         service.render_html("dynamic.html", {"name": name})
+    (service.templates_dir / "optional.html").write_text(
+        "[{% include name ignore missing %}]")
+    assert service.render_html("optional.html", {"name": name}) == "[]"
 
 
 def test_a_link_to_a_name_too_long_is_refused_not_an_error(service) -> None:

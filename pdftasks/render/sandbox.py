@@ -159,12 +159,8 @@ def check_text(*values: Any) -> None:
     """Refuse turning ``values`` into more than ``MAX_TEMPLATE_TEXT`` characters of text."""
     total = 0
     for value in values:
-        if isinstance(value, str):
-            total += len(value)
-        elif isinstance(value, bool | float | int | None):  # noqa: UP038
-            total += 1 if not isinstance(value, int) else value.bit_length() // 3 + 1
-        else:
-            total += text_size(value, MAX_TEMPLATE_TEXT - total)
+        total += len(value) if isinstance(value, str) \
+            else text_size(value, MAX_TEMPLATE_TEXT - total)
         if total > MAX_TEMPLATE_TEXT:
             raise _too_big("turns a value into text", MAX_TEMPLATE_TEXT)
 
@@ -349,7 +345,7 @@ _STRUCTURE_FILTERS = frozenset({
 })
 
 
-def _filter_checks(name: str, func: Any, bound: dict[str, Any]) -> None:
+def _filter_checks(name: str, bound: dict[str, Any]) -> None:
     """Refuse a filter call whose result would be too large, before it runs."""
     if name == "center":
         _check_width(bound.get("width"))
@@ -430,7 +426,7 @@ def _runtime_only(name: str, func: Any) -> Any:
             return  # the call itself raises the TypeError
         if binds_passed:
             bound.pop(first, None)
-        _filter_checks(name, func, bound)
+        _filter_checks(name, bound)
 
     filter_.__name__ = getattr(func, "__name__", "filter")
     return filter_
